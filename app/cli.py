@@ -1,0 +1,81 @@
+"""The ``charnn`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from app.ml.hyperparameters import Architecture, Cell
+
+cli = typer.Typer(
+    name="charnn",
+    help="Train and serve character-level recurrent networks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@cli.callback()
+def root() -> None:
+    """Train and serve character-level recurrent networks."""
+
+
+# The tutorial's three models with the settings it gives them.
+TUTORIAL_SETTINGS: dict[str, dict[str, float | int]] = {
+    "rnn_cell": {"learning_rate": 0.1},
+    "rnn": {"learning_rate": 0.1, "num_layers": 1},
+    "embedding_rnn": {
+        "learning_rate": 0.05,
+        "embedding_size": 10,
+        "hidden_size": 8,
+        "num_layers": 2,
+    },
+}
+
+
+@cli.command()
+def tutorial(
+    architecture: Annotated[
+        Architecture, typer.Option(help="Which of the tutorial's models.")
+    ] = "rnn_cell",
+    cell: Annotated[Cell, typer.Option(help="Recurrent cell.")] = "rnn",
+    source: Annotated[str, typer.Option(help="Input sequence.")] = "hello",
+    target: Annotated[str, typer.Option(help="Output sequence, same length.")] = "ohlol",
+    epochs: Annotated[int, typer.Option(min=1, max=10_000)] = 15,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Train the tutorial's "hello" -> "ohlol" in-process and print its per-epoch line."""
+    from app.ml.data import pairs_dataset
+    from app.ml.device import resolve_device
+    from app.ml.errors import CharnnError
+    from app.ml.hyperparameters import Hyperparameters
+    from app.ml.metrics import EpochMetrics
+    from app.ml.train import TrainingSession, train
+
+    def report(_session: TrainingSession, m: EpochMetrics) -> None:
+        typer.echo(
+            f"Predicted string: {m.sample_prediction}, Epoch [{m.epoch}/{epochs}] loss={m.loss:.4f}"
+        )
+
+    try:
+        hp = Hyperparameters(
+            architecture=architecture,
+            cell=cell,
+            epochs=epochs,
+            seed=seed,
+            validation_fraction=0.0,
+            **TUTORIAL_SETTINGS[architecture],
+        )
+        session = TrainingSession.start(
+            hp, pairs_dataset([(source, target)]), resolve_device(device)
+        )
+        train(session, on_epoch_end=report)
+    except CharnnError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def main() -> None:
+    cli()

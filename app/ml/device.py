@@ -1,0 +1,32 @@
+"""Choosing where tensors live."""
+
+from __future__ import annotations
+
+import torch
+
+from app.ml.errors import DeviceUnavailableError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; ``cpu``, ``cuda`` and ``cuda:N`` are taken literally."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceUnavailableError(
+            f"unknown device {name!r}: use auto, cpu, cuda or cuda:N"
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {name!r} asked for, but this machine has no CUDA GPU "
+                "(or torch is a CPU build); use 'cpu' or 'auto'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif device.type != "cpu":
+        raise DeviceUnavailableError(f"unsupported device {name!r}: use auto, cpu or cuda[:N]")
+    return device

@@ -1,0 +1,93 @@
+"""Hyperparameters: the one definition used by the API, the checkpoints and the engine.
+
+Every field has a bound, a default and a description, so the OpenAPI schema documents
+them and a request with nonsense values is refused before any work is queued.
+The defaults are the tutorial's last model (Embedding 10 -> RNN 8 x 2 layers -> Linear,
+Adam, lr 0.05, 15 epochs).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Architecture = Literal["rnn_cell", "rnn", "embedding_rnn"]
+Cell = Literal["rnn", "gru", "lstm"]
+OptimizerName = Literal["adam", "adamw", "sgd"]
+
+
+class Hyperparameters(BaseModel):
+    """How to build and train a model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    architecture: Architecture = Field(
+        "embedding_rnn",
+        description=(
+            "rnn_cell: a recurrent cell stepped by hand over one-hot inputs, its hidden state "
+            "is the output (the tutorial's first model); rnn: a fused recurrent layer over "
+            "one-hot inputs, hidden state as output; embedding_rnn: Embedding -> recurrent "
+            "layers -> Linear."
+        ),
+    )
+    cell: Cell = Field("rnn", description="Recurrent cell: plain tanh RNN, GRU or LSTM.")
+    embedding_size: int = Field(
+        10, ge=1, le=1024, description="Embedding width (embedding_rnn only)."
+    )
+    hidden_size: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description=(
+            "Hidden width (embedding_rnn only: in rnn_cell and rnn the hidden state is the "
+            "output, so its size is the output vocabulary's)."
+        ),
+    )
+    num_layers: int = Field(2, ge=1, le=8, description="Stacked recurrent layers (not rnn_cell).")
+    bidirectional: bool = Field(
+        False,
+        description="Read each input both ways (embedding_rnn on aligned pairs only).",
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, le=0.9, description="Dropout between recurrent layers (num_layers >= 2)."
+    )
+    optimizer: OptimizerName = Field("adam", description="adam (the tutorial's), adamw or sgd.")
+    learning_rate: float = Field(0.05, gt=0.0, le=10.0, description="Optimizer step size.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty / AdamW decay.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
+    epochs: int = Field(15, ge=1, le=100_000, description="Passes over the training data.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Sequences per optimizer step.")
+    grad_clip: float | None = Field(
+        None, gt=0.0, le=1000.0, description="Clip the gradient norm to this value; null: off."
+    )
+    seq_len: int = Field(
+        64, ge=1, le=4096, description="Window length when training on plain text."
+    )
+    validation_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="Share of examples held out for validation (rounded down; 0: none).",
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="Random seed; a fixed seed makes a CPU run reproducible bit for bit. "
+        "null: drawn at random and recorded.",
+    )
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        if self.bidirectional and self.architecture != "embedding_rnn":
+            raise ValueError(
+                "bidirectional needs architecture 'embedding_rnn' "
+                f"(got {self.architecture!r}, whose hidden state is its output)"
+            )
+        if self.dropout > 0 and (self.num_layers < 2 or self.architecture == "rnn_cell"):
+            raise ValueError(
+                "dropout acts between recurrent layers: use num_layers >= 2 with "
+                "architecture 'rnn' or 'embedding_rnn', or set dropout to 0"
+            )
+        return self

@@ -1,0 +1,129 @@
+"""Inference: per-position predictions for a batch, and sampling for text models.
+
+A ``Predictor`` owns one model on one device, in eval mode, and is safe to reuse
+across calls; every call runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from app.ml.checkpoint import Checkpoint
+from app.ml.data import pad
+from app.ml.errors import ConfigurationError
+from app.ml.model import ModelConfig, build_model
+from app.ml.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class CharProbability:
+    character: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    output: str
+    probabilities: list[float] | None = None  # of the chosen character, per position
+    top_k: list[list[CharProbability]] | None = None  # per position, most likely first
+
+
+class Predictor:
+    def __init__(
+        self, model: nn.Module, config: ModelConfig, vocab: Vocab, device: torch.device
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.config = config
+        self.vocab = vocab
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, device: torch.device) -> Predictor:
+        with torch.device("meta"):
+            model = build_model(checkpoint.config)  # shapes only: no random init wasted
+        model.load_state_dict(checkpoint.weights, assign=True)
+        return cls(model, checkpoint.config, checkpoint.vocab, device)
+
+    @torch.inference_mode()
+    def logits(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids -> (logits (B, T, V) on the device, lengths (B,) on the CPU)."""
+        lengths = torch.tensor([len(row) for row in ids], dtype=torch.long)
+        inputs = pad(ids, 0).to(self.device)
+        logits, _ = self.model(inputs, lengths)
+        return logits, lengths
+
+    def predict(
+        self, texts: Sequence[str], *, top_k: int = 0, probabilities: bool = False
+    ) -> list[Prediction]:
+        """The most likely output character at every position of every input.
+
+        Raises ``UnknownCharactersError`` naming every character outside the vocabulary.
+        """
+        ids = self.vocab.encode_inputs(texts)
+        nonempty = [i for i, row in enumerate(ids) if row]
+        results = [Prediction("", [] if probabilities else None, [] if top_k else None)] * len(
+            texts
+        )
+        if not nonempty:
+            return results
+        logits, lengths = self.logits([ids[i] for i in nonempty])
+        with torch.inference_mode():
+            probs = logits.softmax(-1) if (probabilities or top_k) else None
+            best = logits.argmax(-1).cpu()  # (B, T)
+            top = (
+                probs.topk(min(top_k, probs.size(-1)), dim=-1)
+                if probs is not None and top_k
+                else None
+            )
+            chosen = probs.max(-1).values.cpu() if probs is not None and probabilities else None
+        for row, i in enumerate(nonempty):
+            n = int(lengths[row])
+            results[i] = Prediction(
+                output=self.vocab.decode_output(best[row, :n].tolist()),
+                probabilities=chosen[row, :n].tolist() if chosen is not None else None,
+                top_k=self._top_k(top, row, n) if top is not None else None,
+            )
+        return results
+
+    def _top_k(
+        self, top: torch.return_types.topk, row: int, length: int
+    ) -> list[list[CharProbability]]:
+        values, indices = top.values[row, :length].tolist(), top.indices[row, :length].tolist()
+        return [
+            [CharProbability(self.vocab.output[j], p) for p, j in zip(ps, js, strict=True)]
+            for ps, js in zip(values, indices, strict=True)
+        ]
+
+    @torch.inference_mode()
+    def generate(
+        self, prompt: str, length: int, *, temperature: float = 1.0, seed: int | None = None
+    ) -> str:
+        """Continue ``prompt`` by ``length`` characters (temperature 0: always the likeliest)."""
+        if not self.vocab.is_shared:
+            raise ConfigurationError(
+                "this model maps inputs to a different output vocabulary (trained on pairs); "
+                "generation needs a model trained on text"
+            )
+        if not prompt:
+            raise ConfigurationError("prompt must hold at least one character")
+        if temperature < 0:
+            raise ConfigurationError("temperature must be >= 0")
+        ids = self.vocab.encode_inputs([prompt], field="prompt")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        logits, state = self.model(torch.tensor(ids, device=self.device))  # (1, T, V)
+        out: list[int] = []
+        for _ in range(length):
+            last = logits[0, -1]  # (V,)
+            if temperature == 0:
+                nxt = int(last.argmax())
+            else:
+                probs = (last / temperature).softmax(-1)
+                nxt = int(torch.multinomial(probs, 1, generator=generator))
+            out.append(nxt)
+            logits, state = self.model(torch.tensor([[nxt]], device=self.device), state=state)
+        return prompt + self.vocab.decode_output(out)

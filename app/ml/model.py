@@ -1,0 +1,168 @@
+"""The model variants, top to bottom.
+
+Every model maps index-encoded characters to per-position logits over the output
+vocabulary:
+
+    ids (B, T) long  ->  logits (B, T, V_out),  state
+
+``lengths`` (B,) marks where each padded row really ends; the fused variants pack
+the batch so that padding never reaches the recurrence (which matters for the
+bidirectional encoder, whose backward pass would otherwise start in the padding).
+``state`` is the recurrent state, threaded through by the sampler.
+
+The first two variants are the tutorial's: their hidden state *is* the output, so
+their hidden size equals the output vocabulary size and inputs are one-hot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from app.ml.hyperparameters import Architecture, Cell, Hyperparameters
+from app.ml.vocab import Vocab, one_hot
+
+# The recurrent state: h (layers, B, H) for RNN/GRU, (h, c) for LSTM; or per-cell (B, H).
+State = Any
+
+# typed as plain callables: mypy reads RNNBase's own signature (which wants ``mode``)
+FUSED_LAYERS: dict[str, Callable[..., nn.RNNBase]] = {
+    "rnn": nn.RNN,
+    "gru": nn.GRU,
+    "lstm": nn.LSTM,
+}
+CELLS: dict[str, type[nn.Module]] = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild a model's modules; saved in every checkpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    architecture: Architecture
+    cell: Cell
+    input_size: int = Field(ge=1, le=1024, description="Input vocabulary size.")
+    output_size: int = Field(ge=1, le=1024, description="Output vocabulary size.")
+    embedding_size: int = Field(ge=1, le=1024)
+    hidden_size: int = Field(ge=1, le=4096)
+    num_layers: int = Field(ge=1, le=8)
+    bidirectional: bool
+    dropout: float = Field(ge=0.0, le=0.9)
+
+    @classmethod
+    def from_hyperparameters(cls, hp: Hyperparameters, vocab: Vocab) -> ModelConfig:
+        one_hot_variant = hp.architecture in ("rnn_cell", "rnn")
+        return cls(
+            architecture=hp.architecture,
+            cell=hp.cell,
+            input_size=len(vocab.input),
+            output_size=len(vocab.output),
+            embedding_size=hp.embedding_size,
+            # the tutorial's variants read their logits straight off the hidden state
+            hidden_size=len(vocab.output) if one_hot_variant else hp.hidden_size,
+            num_layers=1 if hp.architecture == "rnn_cell" else hp.num_layers,
+            bidirectional=hp.bidirectional,
+            dropout=hp.dropout,
+        )
+
+
+def run_recurrent(
+    layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None, state: State
+) -> tuple[torch.Tensor, State]:
+    """Run a fused recurrent layer over (B, T, F), packing when rows differ in length."""
+    total_length = x.size(1)
+    if lengths is None or bool((lengths == total_length).all()):
+        return layer(x, state)  # type: ignore[no-any-return]
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, state = layer(packed, state)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=total_length)
+    return out, state
+
+
+class RNNCellModel(nn.Module):
+    """The tutorial's first model: one cell stepped by hand, hidden state = logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.input_size = config.input_size
+        self.cell = CELLS[config.cell](config.input_size, config.output_size)
+        self.is_lstm = config.cell == "lstm"
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor | None = None, state: State = None
+    ) -> tuple[torch.Tensor, State]:
+        x = one_hot(ids, self.input_size)  # (B, T, I)
+        outputs = []
+        for t in range(x.size(1)):
+            # padded steps run too; they come after the real ones, so they cannot
+            # change the outputs that count
+            state = self.cell(x[:, t], state)  # (B, H), or (h, c) for LSTM
+            outputs.append(state[0] if self.is_lstm else state)
+        return torch.stack(outputs, dim=1), state  # (B, T, H = V_out)
+
+
+class OneHotRNN(nn.Module):
+    """The tutorial's second model: a fused recurrent layer, hidden state = logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.input_size = config.input_size
+        self.rnn = FUSED_LAYERS[config.cell](
+            input_size=config.input_size,
+            hidden_size=config.output_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            batch_first=True,
+        )
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor | None = None, state: State = None
+    ) -> tuple[torch.Tensor, State]:
+        x = one_hot(ids, self.input_size)  # (B, T, I)
+        return run_recurrent(self.rnn, x, lengths, state)  # (B, T, H = V_out)
+
+
+class EmbeddingRNN(nn.Module):
+    """The tutorial's last model: Embedding -> recurrent layers -> Linear."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.input_size, config.embedding_size)
+        self.rnn = FUSED_LAYERS[config.cell](
+            input_size=config.embedding_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            bidirectional=config.bidirectional,
+            batch_first=True,
+        )
+        directions = 2 if config.bidirectional else 1
+        self.head = nn.Linear(config.hidden_size * directions, config.output_size)
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor | None = None, state: State = None
+    ) -> tuple[torch.Tensor, State]:
+        x = self.embedding(ids)  # (B, T, E)
+        x, state = run_recurrent(self.rnn, x, lengths, state)  # (B, T, H * directions)
+        return self.head(x), state  # (B, T, V_out)
+
+
+VARIANTS: dict[str, type[nn.Module]] = {
+    "rnn_cell": RNNCellModel,
+    "rnn": OneHotRNN,
+    "embedding_rnn": EmbeddingRNN,
+}
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """A freshly initialised model; parameter creation draws from torch's global RNG."""
+    return VARIANTS[config.architecture](config)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite, as `make test` runs it after lint and type checks.
+# Extra arguments go to pytest: scripts/test.sh -k predict -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p test-artifacts
+exec "${CHARNN_VENV:-.venv}/bin/python" -m pytest "$@"
