@@ -77,5 +77,17 @@ def tutorial(
         raise typer.Exit(2) from exc
 
 
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP service on its embedded defaults (SQLite registry, local job runner)."""
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=host, port=port, log_level=log_level)
+
+
 def main() -> None:
     cli()

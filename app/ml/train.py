@@ -162,7 +162,8 @@ class TrainingSession:
             task=self.dataset.task,
             epoch=self.epoch,
             history=list(self.history),
-            weights={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            # copied: on the CPU, .cpu() would hand back the live parameters themselves
+            weights={k: v.to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             training=training,
         )
 

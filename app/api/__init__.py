@@ -1,0 +1,1 @@
+"""The HTTP layer: routers per resource, dependencies, error handlers, offline docs."""

@@ -1,0 +1,43 @@
+"""Dependencies: the service container, and lookups that answer 404 for the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.jobs.local import LocalRunner
+from app.serving.cache import ModelCache
+from app.serving.service import Serving
+from app.settings import Settings
+from app.store.layout import StoreLayout
+from app.store.registry import Registry
+from app.store.tables import JobRow
+
+
+@dataclass
+class Services:
+    """Everything a request may need, built once at start-up (see ``app.main``)."""
+
+    settings: Settings
+    registry: Registry
+    layout: StoreLayout
+    runner: LocalRunner
+    cache: ModelCache
+    serving: Serving
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_job(job_id: str, services: ServicesDep) -> JobRow:
+    return services.registry.get_job(job_id)
+
+
+JobDep = Annotated[JobRow, Depends(get_job)]

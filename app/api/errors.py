@@ -1,0 +1,115 @@
+"""Domain errors -> HTTP responses, in one place.
+
+Validation-like errors answer 422 in FastAPI's own shape (``detail`` is a list of
+``{loc, msg, type}``), so a client handles every field error the same way; the
+others answer ``{"detail": "<message>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from app.errors import (
+    ConflictError,
+    InvalidRequestError,
+    LimitExceededError,
+    NotFoundError,
+)
+from app.ml.errors import (
+    CharnnError,
+    CheckpointError,
+    ConfigurationError,
+    DataError,
+    DeviceUnavailableError,
+    UnknownCharactersError,
+)
+
+log = logging.getLogger("charnn.api")
+
+
+def field_loc(field: str, prefix: tuple[str | int, ...] = ("body",)) -> list[str | int]:
+    """``data.pairs[3].input`` -> ``["body", "data", "pairs", 3, "input"]``."""
+    loc: list[str | int] = list(prefix)
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field):
+        loc.append(int(index) if index else name)
+    return loc
+
+
+def unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def unknown_characters(exc: UnknownCharactersError, prefix: str = "") -> JSONResponse:
+    vocabulary = "".join(exc.allowed)
+    return unprocessable(
+        [
+            {
+                "loc": field_loc(prefix + exc.field.format(i=u.input_index)),
+                "msg": f"unknown character {u.character!r} at position {u.position}; "
+                f"the vocabulary is {vocabulary!r}",
+                "type": "unknown_character",
+                "input": u.character,
+                "ctx": {"position": u.position, "input_index": u.input_index},
+            }
+            for u in exc.unknown
+        ]
+    )
+
+
+def field_error(field: str, message: str, kind: str) -> JSONResponse:
+    return unprocessable([{"loc": field_loc(field), "msg": message, "type": kind}])
+
+
+def message(status_code: int, exc: Exception, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers or None)
+
+
+async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    # training data errors name fields relative to ``data``
+    on_train = request.url.path.rstrip("/").endswith("/train")
+    data_prefix = "data." if on_train else ""
+    match exc:
+        case UnknownCharactersError():
+            return unknown_characters(exc, data_prefix)
+        case DataError():
+            return field_error(data_prefix + exc.field, exc.message, "invalid_data")
+        case LimitExceededError():
+            return field_error(exc.field, str(exc), "limit_exceeded")
+        case InvalidRequestError():
+            return field_error(exc.field, str(exc), "invalid_request")
+        case ConfigurationError():
+            return message(status.HTTP_422_UNPROCESSABLE_CONTENT, exc)
+        case NotFoundError():
+            return message(status.HTTP_404_NOT_FOUND, exc)
+        case ConflictError():
+            return message(status.HTTP_409_CONFLICT, exc)
+        case DeviceUnavailableError():
+            return message(status.HTTP_503_SERVICE_UNAVAILABLE, exc)
+        case CheckpointError():
+            log.error("stored checkpoint failed verification: %s", exc)
+            return message(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                RuntimeError(f"the stored checkpoint failed verification: {exc}"),
+            )
+    log.error("unmapped domain error %s: %s", type(exc).__name__, exc)
+    return message(status.HTTP_400_BAD_REQUEST, exc)
+
+
+async def handle_database_down(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("registry unreachable: %s", exc)
+    return JSONResponse(
+        {"detail": "the registry database is unreachable; try again shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CharnnError, handle_domain_error)
+    app.add_exception_handler(OperationalError, handle_database_down)

@@ -1,0 +1,38 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ServicesDep
+from app.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(services: ServicesDep) -> Health | JSONResponse:
+    """Registry reachable, store writable, job runner alive; 503 otherwise."""
+    checks: dict[str, str] = {}
+    try:
+        services.registry.ping()
+        checks["registry"] = "ok"
+    except Exception as exc:
+        checks["registry"] = f"unreachable: {type(exc).__name__}"
+    store = services.layout.root
+    checks["store"] = "ok" if os.access(store, os.W_OK) else f"not writable: {store}"
+    checks["runner"] = "ok" if services.runner.is_alive() else "stopped"
+    ready = all(v == "ok" for v in checks.values())
+    health = Health(status="ready" if ready else "unavailable", checks=checks)
+    if ready:
+        return health
+    return JSONResponse(health.model_dump(), status_code=503)

@@ -1,0 +1,20 @@
+"""POST /train: queue a training job."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.api.deps import ServicesDep
+from app.jobs.submit import submit_job
+from app.schemas import JobPublic, TrainRequest, job_public
+
+router = APIRouter(tags=["training"])
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+def train(request: TrainRequest, services: ServicesDep, response: Response) -> JobPublic:
+    """Queue a training job; follow it at /jobs/{id} or /jobs/{id}/events."""
+    job = submit_job(request, services.settings, services.registry)
+    services.runner.notify()
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job_public(services.registry.get_job(job.id))

@@ -1,0 +1,40 @@
+"""Service-level domain errors (the engine's own are in ``app.ml.errors``).
+
+    CharnnError
+    ├── NotFoundError          a model, version or job that does not exist
+    ├── ConflictError          the resource is busy or in a state that forbids the action
+    ├── LimitExceededError     a configured limit was passed; names the limit and setting
+    ├── InvalidRequestError    a request that validation alone could not refuse
+    └── LeaseLostError         a worker no longer owns the job it was running
+
+The API maps each to one HTTP status in ``app/api/errors.py``.
+"""
+
+from __future__ import annotations
+
+from app.ml.errors import CharnnError
+
+
+class NotFoundError(CharnnError):
+    pass
+
+
+class ConflictError(CharnnError):
+    pass
+
+
+class LimitExceededError(CharnnError):
+    def __init__(self, field: str, message: str, setting: str) -> None:
+        self.field = field
+        self.setting = setting
+        super().__init__(f"{field}: {message} (limit set by {setting})")
+
+
+class InvalidRequestError(CharnnError):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class LeaseLostError(CharnnError):
+    pass

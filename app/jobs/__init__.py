@@ -1,0 +1,1 @@
+"""Training jobs: what a job is, the function a worker runs, and the runners that start it."""

@@ -1,0 +1,100 @@
+"""A training job's specification: data, optional vocabularies and hyperparameters.
+
+This is what ``POST /train`` accepts (``app.schemas`` reuses it) and what the
+registry stores, so a worker on any machine rebuilds exactly the same dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from app.ml.data import Dataset, pairs_dataset, text_dataset
+from app.ml.hyperparameters import Hyperparameters
+from app.ml.vocab import Vocab
+from app.store.layout import MODEL_NAME_PATTERN
+
+ModelName = Annotated[
+    str,
+    Field(
+        pattern=MODEL_NAME_PATTERN,
+        min_length=1,
+        max_length=64,
+        description="Lowercase letters, digits, '-' and '_'; starts and ends alphanumeric.",
+        examples=["hello"],
+    ),
+]
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1, examples=["hello"])
+    target: str = Field(min_length=1, examples=["ohlol"])
+
+
+class PairsData(BaseModel):
+    """Aligned pairs: the i-th input character maps to the i-th target character."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pairs: list[Pair] = Field(min_length=1)
+
+
+class TextData(BaseModel):
+    """Plain text for next-character modelling (enables ``/generate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=2)
+
+
+def _data_kind(value: Any) -> str | None:
+    source = value if isinstance(value, dict) else vars(value)
+    if "pairs" in source:
+        return "pairs"
+    return "text" if "text" in source else None
+
+
+TrainingData = Annotated[
+    Annotated[PairsData, Tag("pairs")] | Annotated[TextData, Tag("text")],
+    Discriminator(
+        _data_kind,
+        custom_error_type="data_kind",
+        custom_error_message="data needs either 'pairs' (aligned pairs) or 'text' (plain text)",
+    ),
+]
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: ModelName
+    data: TrainingData
+    vocab: Vocab | None = Field(
+        None, description="Input and output vocabularies; inferred from the data when absent."
+    )
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+    @model_validator(mode="after")
+    def _no_peeking_at_the_future(self) -> Self:
+        if isinstance(self.data, TextData) and self.hyperparameters.bidirectional:
+            raise ValueError(
+                "hyperparameters.bidirectional would let a text model read the character it "
+                "must predict; use it with aligned pairs only"
+            )
+        return self
+
+    @property
+    def characters(self) -> int:
+        if isinstance(self.data, TextData):
+            return len(self.data.text)
+        return sum(len(p.input) for p in self.data.pairs)
+
+
+def build_dataset(spec: JobSpec) -> Dataset:
+    """Encode the job's data; raises the engine's DataError / UnknownCharactersError."""
+    if isinstance(spec.data, TextData):
+        return text_dataset(spec.data.text, spec.hyperparameters.seq_len, spec.vocab)
+    return pairs_dataset([(p.input, p.target) for p in spec.data.pairs], spec.vocab)

@@ -1,0 +1,181 @@
+"""The one function a worker process runs for a job, whoever started the process.
+
+    run_job(job_id, owner, settings)
+
+It rebuilds the dataset from the job's stored specification, resumes from the job's
+latest epoch checkpoint if there is one, trains, and after every epoch writes a
+checkpoint and the epoch's metrics. On success it publishes the final weights as
+the model's next version. The registry is the source of truth throughout: every
+write is guarded by the worker's lease, so a worker that lost its job stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from app.errors import LeaseLostError
+from app.jobs.spec import JobSpec, build_dataset
+from app.ml.checkpoint import (
+    WEIGHTS_FILE,
+    Checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from app.ml.data import Dataset
+from app.ml.device import resolve_device
+from app.ml.errors import CharnnError, CheckpointError
+from app.ml.metrics import EpochMetrics
+from app.ml.train import TrainingSession, train
+from app.settings import Settings
+from app.store.layout import StoreLayout, new_id
+from app.store.registry import NewVersion, Registry
+from app.store.tables import JobStatus
+
+log = logging.getLogger("charnn.worker")
+
+HEARTBEAT_SECONDS = 1.0
+
+
+class Heartbeat:
+    """Tells the training loop to stop when the job is cancelled or its lease is lost.
+
+    The registry is asked at most once per ``HEARTBEAT_SECONDS``, not at every step.
+    """
+
+    def __init__(self, registry: Registry, job_id: str, owner: str) -> None:
+        self.registry, self.job_id, self.owner = registry, job_id, owner
+        self.last = 0.0
+        self.cancelled = False
+        self.lease_lost = False
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_SECONDS:
+            self.last = now
+            try:
+                self.cancelled = self.registry.heartbeat(self.job_id, self.owner).cancel_requested
+            except LeaseLostError:
+                self.lease_lost = True
+        return self.cancelled or self.lease_lost
+
+
+def run_job(job_id: str, owner: str, settings: Settings) -> JobStatus:
+    """Run one attempt of a job to its end; returns the job's status afterwards."""
+    registry = Registry.connect(settings.registry_url, migrate=False)
+    try:
+        return _run(registry, StoreLayout(settings.store_dir), job_id, owner, settings)
+    finally:
+        registry.close()
+
+
+def _run(
+    registry: Registry, layout: StoreLayout, job_id: str, owner: str, settings: Settings
+) -> JobStatus:
+    job = registry.get_job(job_id)
+    try:
+        spec = JobSpec.model_validate(job.request)
+        dataset = build_dataset(spec)
+        device = resolve_device(job.device)
+    except CharnnError as exc:
+        # the same data will fail the same way on every attempt: no retry
+        registry.finish_job(job_id, owner, JobStatus.FAILED, str(exc))
+        return JobStatus.FAILED
+    session = _start_or_resume(registry, layout, job_id, owner, spec, dataset, device)
+    heartbeat = Heartbeat(registry, job_id, owner)
+
+    def on_epoch_end(session: TrainingSession, metrics: EpochMetrics) -> None:
+        save_checkpoint(session.checkpoint(), layout.job_checkpoint(job_id, session.epoch))
+        registry.record_epoch(job_id, owner, job.attempts, metrics.model_dump(mode="json"))
+        layout.prune_job_checkpoints(job_id)
+        log.info("job %s epoch %d/%d loss=%.4f", job_id, metrics.epoch, job.epochs, metrics.loss)
+
+    outcome = train(session, on_epoch_end=on_epoch_end, should_stop=heartbeat.should_stop)
+    if heartbeat.lease_lost:
+        log.warning("job %s: lease lost, stopping without writing", job_id)
+        return JobStatus(registry.get_job(job_id).status)
+    if outcome.status == "cancelled":
+        registry.finish_job(job_id, owner, JobStatus.CANCELLED, "cancelled on request")
+        layout.remove_job(job_id)
+        return JobStatus.CANCELLED
+    _publish(
+        registry,
+        layout,
+        job_id,
+        owner,
+        spec.model_name,
+        session.checkpoint(with_training_state=False),
+    )
+    layout.remove_job(job_id)
+    return JobStatus.SUCCEEDED
+
+
+def _start_or_resume(
+    registry: Registry,
+    layout: StoreLayout,
+    job_id: str,
+    owner: str,
+    spec: JobSpec,
+    dataset: Dataset,
+    device: torch.device,
+) -> TrainingSession:
+    """Resume from the newest checkpoint that verifies; start afresh if none does."""
+    for _, path in reversed(layout.job_checkpoints(job_id)):
+        try:
+            checkpoint = load_checkpoint(path, with_training_state=True)
+            session = TrainingSession.resume(checkpoint, dataset, device)
+        except CheckpointError as exc:
+            log.warning("job %s: skipping unusable checkpoint %s: %s", job_id, path, exc)
+            continue
+        log.info("job %s: resuming after epoch %d", job_id, session.epoch)
+        if session.history:  # the epoch may have been checkpointed but not yet recorded
+            last = session.history[-1].model_dump(mode="json")
+            registry.record_epoch(job_id, owner, registry.get_job(job_id).attempts, last)
+        return session
+    return TrainingSession.start(spec.hyperparameters, dataset, device)
+
+
+def _publish(
+    registry: Registry,
+    layout: StoreLayout,
+    job_id: str,
+    owner: str,
+    model_name: str,
+    checkpoint: Checkpoint,
+) -> None:
+    """Write the version's files, verify them, and only then make the version visible."""
+    directory = new_id()
+    path = layout.version_dir(model_name, directory)
+    save_checkpoint(checkpoint, path)
+    try:
+        published = load_checkpoint(path)  # proves the files on disk are whole
+        registry.publish_version(
+            model_name,
+            describe_version(path, directory, published),
+            job_id=job_id,
+            owner=owner,
+        )
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def describe_version(path: Path, directory: str, checkpoint: Checkpoint) -> NewVersion:
+    meta = read_meta(path)
+    return NewVersion(
+        directory=directory,
+        task=checkpoint.task,
+        config=checkpoint.config.model_dump(mode="json"),
+        hyperparameters=checkpoint.hyperparameters.model_dump(mode="json"),
+        vocab=checkpoint.vocab.model_dump(mode="json"),
+        metrics=checkpoint.history[-1].model_dump(mode="json") if checkpoint.history else None,
+        epochs=checkpoint.epoch,
+        parameters=sum(t.numel() for t in checkpoint.weights.values()),
+        size_bytes=sum(f.stat().st_size for f in path.iterdir()),
+        sha256=meta.files[WEIGHTS_FILE].sha256,
+    )

@@ -1,0 +1,241 @@
+"""Requests and responses of the public API, named by direction (``...Request``, ``...Public``).
+
+The engine's own pydantic models (``Vocab``, ``Hyperparameters``, ``EpochMetrics``) and
+the job specification are reused as they are, so the API, the checkpoints and the
+engine share one definition of each.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.jobs.spec import JobSpec, ModelName
+from app.ml.hyperparameters import Hyperparameters
+from app.ml.metrics import EpochMetrics
+from app.ml.model import ModelConfig
+from app.ml.vocab import Vocab
+from app.store.tables import JobRow, JobStatus, ModelRow, VersionRow, utcnow
+
+HELLO_TRAIN_EXAMPLE: dict[str, Any] = {
+    "model_name": "hello",
+    "data": {"pairs": [{"input": "hello", "target": "ohlol"}]},
+    "hyperparameters": {
+        "architecture": "embedding_rnn",
+        "embedding_size": 10,
+        "hidden_size": 8,
+        "num_layers": 2,
+        "learning_rate": 0.05,
+        "epochs": 15,
+        "seed": 0,
+    },
+}
+
+
+class TrainRequest(JobSpec):
+    """Train a new version of ``model_name``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE]})
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+class EpochPublic(EpochMetrics):
+    attempt: int = Field(description="Which attempt of the job trained this epoch (1-based).")
+
+
+class JobPublic(BaseModel):
+    id: str
+    model_name: str
+    status: JobStatus
+    epoch: int = Field(description="Epochs completed.")
+    epochs: int
+    progress: float = Field(ge=0, le=1)
+    attempts: int
+    cancel_requested: bool
+    error: str | None
+    version: int | None = Field(description="The model version the job created.")
+    hyperparameters: Hyperparameters
+    history: list[EpochPublic]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    elapsed_seconds: float | None
+    eta_seconds: float | None = Field(description="Estimated seconds left, from recent epochs.")
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+class VersionPublic(BaseModel):
+    model_name: str
+    version: int
+    task: str = Field(description="pairs (transduction) or text (next character).")
+    config: ModelConfig
+    hyperparameters: Hyperparameters
+    vocab: Vocab
+    metrics: EpochMetrics | None = Field(description="The last epoch's metrics.")
+    epochs: int
+    parameters: int
+    size_bytes: int
+    sha256: str = Field(description="sha256 of the weights file.")
+    job_id: str | None
+    created_at: datetime
+
+
+class ModelSummary(BaseModel):
+    name: str
+    created_at: datetime
+    latest_version: int | None
+    version_count: int
+
+
+class ModelPublic(BaseModel):
+    name: str
+    created_at: datetime
+    versions: list[VersionPublic]
+
+
+# --- predict and generate -----------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model_name": "hello", "inputs": ["hello"]}]},
+    )
+
+    model_name: ModelName
+    version: int | None = Field(None, ge=1, description="Default: the latest version.")
+    inputs: list[str] = Field(min_length=1, description="Sequences to map, one output each.")
+    return_probabilities: bool = Field(
+        False, description="Also return the probability of each chosen character."
+    )
+    top_k: int = Field(0, ge=0, le=64, description="Also return the k likeliest characters.")
+
+
+class CharProbabilityPublic(BaseModel):
+    character: str
+    probability: float
+
+
+class PredictionDetail(BaseModel):
+    probabilities: list[float] | None = None
+    top_k: list[list[CharProbabilityPublic]] | None = None
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    version: int
+    outputs: list[str]
+    details: list[PredictionDetail] | None = Field(
+        None, description="Per input, when probabilities or top_k were asked for."
+    )
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"model_name": "shakespeare", "prompt": "To be", "length": 100}]
+        },
+    )
+
+    model_name: ModelName
+    version: int | None = Field(None, ge=1)
+    prompt: str = Field(min_length=1)
+    length: int = Field(100, ge=1, description="Characters to add to the prompt.")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0: always the likeliest.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
+class GenerateResponse(BaseModel):
+    model_name: str
+    version: int
+    text: str
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+# --- building responses from registry rows --------------------------------------------------
+
+
+def job_public(job: JobRow) -> JobPublic:
+    history = [EpochPublic(attempt=row.attempt, **row.metrics) for row in job.history]
+    elapsed = eta = None
+    if job.started_at is not None:
+        end = job.finished_at or utcnow()
+        elapsed = (end - job.started_at).total_seconds()
+    if job.status == JobStatus.RUNNING and history:
+        recent = history[-5:]
+        eta = sum(e.seconds for e in recent) / len(recent) * (job.epochs - job.epoch)
+    return JobPublic(
+        id=job.id,
+        model_name=job.model_name,
+        status=JobStatus(job.status),
+        epoch=job.epoch,
+        epochs=job.epochs,
+        progress=min(job.epoch / job.epochs, 1.0),
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        version=job.version,
+        hyperparameters=Hyperparameters.model_validate(job.request["hyperparameters"]),
+        history=history,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        elapsed_seconds=elapsed,
+        eta_seconds=eta,
+    )
+
+
+def version_public(model_name: str, row: VersionRow) -> VersionPublic:
+    return VersionPublic(
+        model_name=model_name,
+        version=row.version,
+        task=row.task,
+        config=ModelConfig.model_validate(row.config),
+        hyperparameters=Hyperparameters.model_validate(row.hyperparameters),
+        vocab=Vocab.model_validate(row.vocab),
+        metrics=EpochMetrics.model_validate(row.metrics) if row.metrics else None,
+        epochs=row.epochs,
+        parameters=row.parameters,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        job_id=row.job_id,
+        created_at=row.created_at,
+    )
+
+
+def model_summary(model: ModelRow) -> ModelSummary:
+    return ModelSummary(
+        name=model.name,
+        created_at=model.created_at,
+        latest_version=model.versions[-1].version if model.versions else None,
+        version_count=len(model.versions),
+    )
+
+
+def model_public(model: ModelRow) -> ModelPublic:
+    return ModelPublic(
+        name=model.name,
+        created_at=model.created_at,
+        versions=[version_public(model.name, v) for v in model.versions],
+    )

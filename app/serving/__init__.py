@@ -1,0 +1,1 @@
+"""Serving: loaded models, cached per device."""

@@ -1,0 +1,70 @@
+"""Settings: one pydantic-settings model, read from ``CHARNN_*`` environment variables.
+
+Reach it through ``get_settings()`` (cached); tests build their own ``Settings`` and
+hand it to ``create_app``. Nonsense values fail at start-up with the variable's name.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHARNN_", extra="ignore", frozen=True)
+
+    store_dir: Path = Field(
+        Path("./models_store"), description="Where checkpoints (and the default SQLite) live."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the registry; default: SQLite at STORE_DIR/registry.db.",
+    )
+    device: str = Field("auto", description="auto, cpu or cuda[:N]: where models train and run.")
+    max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once.")
+    job_max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries before a job that keeps failing ends failed."
+    )
+    job_poll_seconds: float = Field(
+        0.5, gt=0, le=60, description="How often the runner looks for queued jobs."
+    )
+    worker_torch_threads: int = Field(
+        1, ge=1, le=256, description="torch threads per training worker process."
+    )
+    max_predict_inputs: int = Field(256, ge=1, le=100_000, description="Inputs per predict.")
+    max_input_length: int = Field(
+        1024, ge=1, le=1_000_000, description="Characters per predict input or prompt."
+    )
+    max_generate_length: int = Field(
+        2000, ge=1, le=1_000_000, description="Characters one generate call may add."
+    )
+    max_training_pairs: int = Field(
+        100_000, ge=1, le=10_000_000, description="Pairs in one training request."
+    )
+    max_training_chars: int = Field(
+        5_000_000, ge=1, le=1_000_000_000, description="Characters of training data per job."
+    )
+    model_cache_size: int = Field(
+        8, ge=1, le=10_000, description="Loaded model versions kept per device (LRU)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def registry_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.store_dir.resolve() / 'registry.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Persistence: the registry (SQLAlchemy) and where checkpoints live on disk."""

@@ -1,0 +1,87 @@
+"""Where files live in the store, and the only place that builds their paths.
+
+    STORE_DIR/
+      registry.db                        the default SQLite registry
+      models/<model name>/<directory>/   one published version (a checkpoint directory)
+      jobs/<job id>/epoch-000007/        a job's latest epoch checkpoints, for resuming
+
+Every path component that comes from a request is checked against a strict pattern
+first, so no name can reach outside the store.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from app.ml.checkpoint import META_FILE, STAGING_MARKER
+
+MODEL_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_EPOCH_DIR = re.compile(r"^epoch-(\d{6})$")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+class StoreLayout:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.models = self.root / "models"
+        self.jobs = self.root / "jobs"
+
+    def ensure(self) -> None:
+        self.models.mkdir(parents=True, exist_ok=True)
+        self.jobs.mkdir(parents=True, exist_ok=True)
+
+    # --- published versions --------------------------------------------------------------
+
+    def model_dir(self, name: str) -> Path:
+        return self.models / _checked(name, _MODEL_NAME, "model name")
+
+    def version_dir(self, name: str, directory: str) -> Path:
+        return self.model_dir(name) / _checked(directory, _HEX_ID, "version directory")
+
+    # --- job checkpoints -----------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs / _checked(job_id, _HEX_ID, "job id")
+
+    def job_checkpoint(self, job_id: str, epoch: int) -> Path:
+        return self.job_dir(job_id) / f"epoch-{epoch:06d}"
+
+    def job_checkpoints(self, job_id: str) -> list[tuple[int, Path]]:
+        """Complete epoch checkpoints of a job, oldest first (staging leftovers ignored)."""
+        directory = self.job_dir(job_id)
+        if not directory.is_dir():
+            return []
+        found = []
+        for child in directory.iterdir():
+            match = _EPOCH_DIR.fullmatch(child.name)
+            if match and (child / META_FILE).is_file():
+                found.append((int(match.group(1)), child))
+        return sorted(found)
+
+    def latest_job_checkpoint(self, job_id: str) -> Path | None:
+        found = self.job_checkpoints(job_id)
+        return found[-1][1] if found else None
+
+    def prune_job_checkpoints(self, job_id: str, keep: int = 2) -> None:
+        """Drop all but the newest ``keep`` checkpoints, and staging leftovers."""
+        for _, path in self.job_checkpoints(job_id)[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+        for leftover in self.job_dir(job_id).glob(f".*{STAGING_MARKER}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def remove_job(self, job_id: str) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

@@ -1,0 +1,414 @@
+"""The registry: models, versions, jobs and their per-epoch history.
+
+Every state change is one short transaction guarded by the state it expects
+(``UPDATE ... WHERE status = 'queued'``), so the API, worker processes and several
+API replicas can share one database without ever running a job twice or
+publishing two versions for one job. Workers identify themselves with a lease
+owner token; a worker whose lease was taken away can no longer write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import CursorResult, Engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from app.errors import ConflictError, LeaseLostError, NotFoundError
+from app.store.db import make_engine, make_sessions, upgrade_schema
+from app.store.tables import (
+    ACTIVE_STATUSES,
+    EpochRow,
+    JobRow,
+    JobStatus,
+    ModelRow,
+    VersionRow,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What the registry records about a checkpoint that is already on disk and verified."""
+
+    directory: str
+    task: str
+    config: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    vocab: dict[str, Any]
+    metrics: dict[str, Any] | None
+    epochs: int
+    parameters: int
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class JobControl:
+    """What a running worker learns at each heartbeat."""
+
+    cancel_requested: bool
+
+
+class Registry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions: sessionmaker[Session] = make_sessions(engine)
+
+    @classmethod
+    def connect(cls, url: str, *, migrate: bool = True) -> Registry:
+        engine = make_engine(url)
+        if migrate:
+            upgrade_schema(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def _retrying(self, attempt: Callable[[Session], T], tries: int = 5) -> T:
+        """Run ``attempt`` in a transaction, again if a concurrent writer won a race."""
+        for remaining in range(tries - 1, -1, -1):
+            try:
+                with self._transaction() as session:
+                    return attempt(session)
+            except IntegrityError:
+                if remaining == 0:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- jobs: submitting and reading ----------------------------------------------------
+
+    def create_job(
+        self,
+        job_id: str,
+        model_name: str,
+        request: dict[str, Any],
+        device: str,
+        epochs: int,
+        max_attempts: int,
+    ) -> JobRow:
+        job = JobRow(
+            id=job_id,
+            model_name=model_name,
+            status=JobStatus.QUEUED,
+            request=request,
+            device=device,
+            epochs=epochs,
+            max_attempts=max_attempts,
+        )
+        with self._transaction() as session:
+            session.add(job)
+        return job
+
+    def get_job(self, job_id: str) -> JobRow:
+        with self._sessions() as session:
+            job = session.get(JobRow, job_id, options=[selectinload(JobRow.history)])
+            if job is None:
+                raise NotFoundError(f"job {job_id!r} does not exist")
+            return job
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        model_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRow], int]:
+        query = select(JobRow)
+        if status is not None:
+            query = query.where(JobRow.status == status)
+        if model_name is not None:
+            query = query.where(JobRow.model_name == model_name)
+        with self._sessions() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(
+                query.options(selectinload(JobRow.history))
+                .order_by(JobRow.created_at.desc(), JobRow.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return list(rows), total
+
+    def count_jobs(self, statuses: frozenset[JobStatus]) -> int:
+        with self._sessions() as session:
+            query = select(func.count()).where(JobRow.status.in_(statuses))
+            return session.scalar(query.select_from(JobRow)) or 0
+
+    # --- jobs: running them ----------------------------------------------------------------
+
+    def claim_next_job(self, owner: str) -> JobRow | None:
+        """Move the oldest queued job to running under ``owner``; None if none waits."""
+        with self._sessions() as session:
+            candidates = session.scalars(
+                select(JobRow.id)
+                .where(JobRow.status == JobStatus.QUEUED)
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(8)
+            ).all()
+        for job_id in candidates:
+            job = self.claim_job(job_id, owner)
+            if job is not None:
+                return job
+        return None
+
+    def claim_job(self, job_id: str, owner: str) -> JobRow | None:
+        """Take a queued job; None if someone else took it first or it is not queued."""
+        now = utcnow()
+        with self._transaction() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED)
+                .values(
+                    status=JobStatus.RUNNING,
+                    lease_owner=owner,
+                    heartbeat_at=now,
+                    attempts=JobRow.attempts + 1,
+                    started_at=func.coalesce(JobRow.started_at, now),
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            claimed = cast(CursorResult[Any], result).rowcount
+        return self.get_job(job_id) if claimed else None
+
+    def _owned(self, session: Session, job_id: str, owner: str) -> JobRow:
+        job = session.get(JobRow, job_id)
+        if job is None or job.status != JobStatus.RUNNING or job.lease_owner != owner:
+            raise LeaseLostError(f"job {job_id} is no longer leased to {owner}")
+        return job
+
+    def heartbeat(self, job_id: str, owner: str) -> JobControl:
+        with self._transaction() as session:
+            job = self._owned(session, job_id, owner)
+            job.heartbeat_at = utcnow()
+            return JobControl(cancel_requested=job.cancel_requested)
+
+    def record_epoch(self, job_id: str, owner: str, attempt: int, metrics: dict[str, Any]) -> None:
+        """Store one epoch's metrics (replacing a row left by an attempt that died)."""
+        epoch = int(metrics["epoch"])
+        with self._transaction() as session:
+            job = self._owned(session, job_id, owner)
+            existing = session.scalar(
+                select(EpochRow).where(EpochRow.job_id == job_id, EpochRow.epoch == epoch)
+            )
+            if existing is not None:
+                session.delete(existing)
+                session.flush()
+            session.add(EpochRow(job_id=job_id, epoch=epoch, attempt=attempt, metrics=metrics))
+            job.epoch = epoch
+            job.heartbeat_at = utcnow()
+
+    def finish_job(
+        self, job_id: str, owner: str, status: JobStatus, error: str | None = None
+    ) -> None:
+        with self._transaction() as session:
+            job = self._owned(session, job_id, owner)
+            job.status = status
+            job.error = error
+            job.lease_owner = None
+            job.finished_at = utcnow()
+
+    def release_job(
+        self, job_id: str, owner: str | None, reason: str, *, count_attempt: bool = True
+    ) -> JobStatus:
+        """An attempt ended without finishing: queue it again, or fail it if out of tries.
+
+        ``owner=None`` releases whoever holds the lease (the holder is known dead).
+        ``count_attempt=False`` when the job was only interrupted (the service stopped),
+        not at fault. A job whose cancellation was asked for ends cancelled instead.
+        """
+        with self._transaction() as session:
+            job = session.get(JobRow, job_id)
+            if job is None or job.status != JobStatus.RUNNING:
+                return JobStatus(job.status) if job else JobStatus.FAILED
+            if owner is not None and job.lease_owner != owner:
+                return JobStatus(job.status)
+            if not count_attempt:
+                job.attempts -= 1
+            if job.cancel_requested:
+                job.status = JobStatus.CANCELLED
+            elif job.attempts >= job.max_attempts:
+                job.status = JobStatus.FAILED
+                job.error = f"{reason} (gave up after {job.attempts} attempts)"
+            else:
+                job.status = JobStatus.QUEUED
+                job.error = reason
+            job.lease_owner = None
+            if JobStatus(job.status).is_final:
+                job.finished_at = utcnow()
+            return JobStatus(job.status)
+
+    def release_stale(self, older_than: timedelta) -> list[str]:
+        """Release running jobs whose holder has not sent a heartbeat for ``older_than``."""
+        cutoff: datetime = utcnow() - older_than
+        with self._sessions() as session:
+            stale = session.scalars(
+                select(JobRow.id).where(
+                    JobRow.status == JobStatus.RUNNING, JobRow.heartbeat_at < cutoff
+                )
+            ).all()
+        for job_id in stale:
+            self.release_job(job_id, None, "the worker running this job stopped responding")
+        return list(stale)
+
+    def release_all_running(self, reason: str) -> list[str]:
+        """At start-up of the embedded runner: every running job lost its worker."""
+        with self._sessions() as session:
+            running = session.scalars(
+                select(JobRow.id).where(JobRow.status == JobStatus.RUNNING)
+            ).all()
+        for job_id in running:
+            self.release_job(job_id, None, reason, count_attempt=False)
+        return list(running)
+
+    def request_cancel(self, job_id: str) -> JobRow:
+        with self._transaction() as session:
+            job = session.get(JobRow, job_id)
+            if job is None:
+                raise NotFoundError(f"job {job_id!r} does not exist")
+            if JobStatus(job.status).is_final:
+                raise ConflictError(f"job {job_id} already ended ({job.status}); nothing to cancel")
+            if job.status == JobStatus.QUEUED:
+                job.status = JobStatus.CANCELLED
+                job.finished_at = utcnow()
+            job.cancel_requested = True
+        return self.get_job(job_id)
+
+    # --- versions --------------------------------------------------------------------------
+
+    def publish_version(
+        self, model_name: str, new: NewVersion, *, job_id: str | None = None, owner: str = ""
+    ) -> VersionRow:
+        """Record a verified checkpoint as the next version of ``model_name``.
+
+        With a job: the job must still be leased to ``owner`` and it ends succeeded in
+        the same transaction. Publishing again for the same job returns the version it
+        already made, so a retried completion never creates a second one.
+        """
+
+        def attempt(session: Session) -> VersionRow:
+            job = None
+            if job_id is not None:
+                job = session.get(JobRow, job_id)
+                if job is not None and job.version is not None:
+                    return self._version_row(session, job.model_name, job.version)
+                job = self._owned(session, job_id, owner)
+            model = session.scalar(select(ModelRow).where(ModelRow.name == model_name))
+            if model is None:
+                model = ModelRow(name=model_name)
+                session.add(model)
+                session.flush()
+            latest = session.scalar(
+                select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)
+            )
+            row = VersionRow(
+                model_id=model.id,
+                version=(latest or 0) + 1,
+                job_id=job_id,
+                **new.__dict__,
+            )
+            session.add(row)
+            session.flush()
+            if job is not None:
+                job.version = row.version
+                job.status = JobStatus.SUCCEEDED
+                job.lease_owner = None
+                job.finished_at = utcnow()
+            return row
+
+        return self._retrying(attempt)
+
+    def _version_row(self, session: Session, model_name: str, version: int) -> VersionRow:
+        row = session.scalar(
+            select(VersionRow)
+            .join(ModelRow)
+            .where(ModelRow.name == model_name, VersionRow.version == version)
+            .options(selectinload(VersionRow.model))
+        )
+        if row is None:
+            raise NotFoundError(f"model {model_name!r} has no version {version}")
+        return row
+
+    def get_version(self, model_name: str, version: int | None = None) -> VersionRow:
+        """A version of a model; the latest when ``version`` is None."""
+        with self._sessions() as session:
+            if version is None:
+                model = self._model_row(session, model_name)
+                if not model.versions:
+                    raise NotFoundError(f"model {model_name!r} has no versions yet")
+                row = model.versions[-1]
+                row.model = model
+                return row
+            return self._version_row(session, model_name, version)
+
+    # --- models ------------------------------------------------------------------------------
+
+    def _model_row(self, session: Session, name: str) -> ModelRow:
+        model = session.scalar(
+            select(ModelRow).where(ModelRow.name == name).options(selectinload(ModelRow.versions))
+        )
+        if model is None:
+            raise NotFoundError(f"model {name!r} does not exist")
+        return model
+
+    def get_model(self, name: str) -> ModelRow:
+        with self._sessions() as session:
+            return self._model_row(session, name)
+
+    def list_models(self) -> list[ModelRow]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(ModelRow)
+                    .options(selectinload(ModelRow.versions))
+                    .order_by(ModelRow.name)
+                ).all()
+            )
+
+    def _refuse_if_training(self, session: Session, name: str) -> None:
+        active = session.scalar(
+            select(JobRow.id).where(JobRow.model_name == name, JobRow.status.in_(ACTIVE_STATUSES))
+        )
+        if active is not None:
+            raise ConflictError(
+                f"model {name!r} is being trained by job {active}; "
+                "cancel the job or wait for it to end"
+            )
+
+    def delete_model(self, name: str) -> list[str]:
+        """Forget a model and its versions; returns their directories for removal."""
+        with self._transaction() as session:
+            self._refuse_if_training(session, name)
+            model = self._model_row(session, name)
+            directories = [v.directory for v in model.versions]
+            session.delete(model)
+            return directories
+
+    def delete_version(self, name: str, version: int) -> str:
+        with self._transaction() as session:
+            self._refuse_if_training(session, name)
+            row = self._version_row(session, name, version)
+            session.delete(row)
+            return row.directory
+
+    def known_directories(self, name: str) -> set[str]:
+        with self._sessions() as session:
+            query = select(VersionRow.directory).join(ModelRow).where(ModelRow.name == name)
+            return set(session.scalars(query).all())
