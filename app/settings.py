@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_training_chars: int = Field(
         5_000_000, ge=1, le=1_000_000_000, description="Characters of training data per job."
     )
+    max_import_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Size of an imported checkpoint's weights file."
+    )
     model_cache_size: int = Field(
         8, ge=1, le=10_000, description="Loaded model versions kept per device (LRU)."
     )

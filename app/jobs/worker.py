@@ -12,19 +12,14 @@ write is guarded by the worker's lease, so a worker that lost its job stops.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from pathlib import Path
 
 import torch
 
 from app.errors import LeaseLostError
 from app.jobs.spec import JobSpec, build_dataset
 from app.ml.checkpoint import (
-    WEIGHTS_FILE,
-    Checkpoint,
     load_checkpoint,
-    read_meta,
     save_checkpoint,
 )
 from app.ml.data import Dataset
@@ -33,8 +28,9 @@ from app.ml.errors import CharnnError, CheckpointError
 from app.ml.metrics import EpochMetrics
 from app.ml.train import TrainingSession, train
 from app.settings import Settings
-from app.store.layout import StoreLayout, new_id
-from app.store.registry import NewVersion, Registry
+from app.store.layout import StoreLayout
+from app.store.publish import publish_checkpoint
+from app.store.registry import Registry
 from app.store.tables import JobStatus
 
 log = logging.getLogger("charnn.worker")
@@ -103,14 +99,8 @@ def _run(
         registry.finish_job(job_id, owner, JobStatus.CANCELLED, "cancelled on request")
         layout.remove_job(job_id)
         return JobStatus.CANCELLED
-    _publish(
-        registry,
-        layout,
-        job_id,
-        owner,
-        spec.model_name,
-        session.checkpoint(with_training_state=False),
-    )
+    final = session.checkpoint(with_training_state=False)
+    publish_checkpoint(registry, layout, spec.model_name, final, job_id=job_id, owner=owner)
     layout.remove_job(job_id)
     return JobStatus.SUCCEEDED
 
@@ -138,44 +128,3 @@ def _start_or_resume(
             registry.record_epoch(job_id, owner, registry.get_job(job_id).attempts, last)
         return session
     return TrainingSession.start(spec.hyperparameters, dataset, device)
-
-
-def _publish(
-    registry: Registry,
-    layout: StoreLayout,
-    job_id: str,
-    owner: str,
-    model_name: str,
-    checkpoint: Checkpoint,
-) -> None:
-    """Write the version's files, verify them, and only then make the version visible."""
-    directory = new_id()
-    path = layout.version_dir(model_name, directory)
-    save_checkpoint(checkpoint, path)
-    try:
-        published = load_checkpoint(path)  # proves the files on disk are whole
-        registry.publish_version(
-            model_name,
-            describe_version(path, directory, published),
-            job_id=job_id,
-            owner=owner,
-        )
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-
-
-def describe_version(path: Path, directory: str, checkpoint: Checkpoint) -> NewVersion:
-    meta = read_meta(path)
-    return NewVersion(
-        directory=directory,
-        task=checkpoint.task,
-        config=checkpoint.config.model_dump(mode="json"),
-        hyperparameters=checkpoint.hyperparameters.model_dump(mode="json"),
-        vocab=checkpoint.vocab.model_dump(mode="json"),
-        metrics=checkpoint.history[-1].model_dump(mode="json") if checkpoint.history else None,
-        epochs=checkpoint.epoch,
-        parameters=sum(t.numel() for t in checkpoint.weights.values()),
-        size_bytes=sum(f.stat().st_size for f in path.iterdir()),
-        sha256=meta.files[WEIGHTS_FILE].sha256,
-    )

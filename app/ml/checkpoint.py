@@ -26,11 +26,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import safetensors.torch
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from app.ml.data import Task
 from app.ml.errors import CheckpointError
@@ -75,6 +75,20 @@ class CheckpointMeta(BaseModel):
     history: list[EpochMetrics]
     files: dict[str, FileDigest]
     training: TrainingMeta | None = None
+
+    @model_validator(mode="after")
+    def _vocab_fits_model(self) -> Self:
+        if self.config.input_size != len(self.vocab.input):
+            raise ValueError(
+                f"config.input_size is {self.config.input_size} but the input vocabulary "
+                f"has {len(self.vocab.input)} characters"
+            )
+        if self.config.output_size != len(self.vocab.output):
+            raise ValueError(
+                f"config.output_size is {self.config.output_size} but the output vocabulary "
+                f"has {len(self.vocab.output)} characters"
+            )
+        return self
 
 
 @dataclass
@@ -299,6 +313,13 @@ def read_tensors(directory: Path, name: str, meta: CheckpointMeta) -> dict[str, 
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read {name}: {exc}") from exc
+    return parse_tensors(name, data, digest)
+
+
+def parse_tensors(name: str, data: bytes, digest: FileDigest) -> dict[str, torch.Tensor]:
+    """Verify ``data`` against its digest, then parse it: the bytes hashed are the bytes read."""
+    if len(data) != digest.size:
+        raise CheckpointError(f"{name} is {len(data)} bytes but {META_FILE} says {digest.size}")
     if hashlib.sha256(data).hexdigest() != digest.sha256:
         raise CheckpointError(f"{name} does not match its sha256: the file is corrupted")
     try:
@@ -329,15 +350,28 @@ def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor]) -> None
         )
 
 
-def load_checkpoint(directory: Path, *, with_training_state: bool = False) -> Checkpoint:
-    """Load and verify a checkpoint; the model is rebuilt from its JSON alone."""
-    meta = read_meta(directory)
-    weights = read_tensors(directory, WEIGHTS_FILE, meta)
-    check_weights(meta.config, weights)
-    training = None
-    if with_training_state and meta.training is not None:
-        flat = read_tensors(directory, TRAINING_FILE, meta)
-        training = TrainingState.from_parts(meta.training, flat)
+def checkpoint_from_bytes(meta_json: bytes, weights: bytes) -> Checkpoint:
+    """Verify an uploaded checkpoint (its JSON and weights file) without touching disk."""
+    if len(meta_json) > MAX_META_BYTES:
+        raise CheckpointError(
+            f"{META_FILE} is {len(meta_json)} bytes; the limit is {MAX_META_BYTES}"
+        )
+    try:
+        raw = json.loads(meta_json)
+    except ValueError as exc:
+        raise CheckpointError(f"{META_FILE} is not JSON: {exc}") from exc
+    meta = parse_meta(raw)
+    digest = meta.files.get(WEIGHTS_FILE)
+    if digest is None:
+        raise CheckpointError(f"{META_FILE} does not list {WEIGHTS_FILE}")
+    tensors = parse_tensors(WEIGHTS_FILE, weights, digest)
+    check_weights(meta.config, tensors)
+    return _from_meta(meta, tensors, None)
+
+
+def _from_meta(
+    meta: CheckpointMeta, weights: dict[str, torch.Tensor], training: TrainingState | None
+) -> Checkpoint:
     return Checkpoint(
         config=meta.config,
         hyperparameters=meta.hyperparameters,
@@ -348,3 +382,15 @@ def load_checkpoint(directory: Path, *, with_training_state: bool = False) -> Ch
         weights=weights,
         training=training,
     )
+
+
+def load_checkpoint(directory: Path, *, with_training_state: bool = False) -> Checkpoint:
+    """Load and verify a checkpoint; the model is rebuilt from its JSON alone."""
+    meta = read_meta(directory)
+    weights = read_tensors(directory, WEIGHTS_FILE, meta)
+    check_weights(meta.config, weights)
+    training = None
+    if with_training_state and meta.training is not None:
+        flat = read_tensors(directory, TRAINING_FILE, meta)
+        training = TrainingState.from_parts(meta.training, flat)
+    return _from_meta(meta, weights, training)

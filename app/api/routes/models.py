@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, File, Path, UploadFile, status
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
+from app.errors import LimitExceededError
 from app.jobs.spec import ModelName
+from app.ml.checkpoint import META_FILE, WEIGHTS_FILE
 from app.schemas import (
     ModelPublic,
     ModelSummary,
@@ -17,11 +21,14 @@ from app.schemas import (
     model_summary,
     version_public,
 )
+from app.store.imports import import_checkpoint
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 NamePath = Annotated[ModelName, Path(description="The model's name.")]
 VersionPath = Annotated[int, Path(ge=1, description="Version number, from 1.")]
+CheckpointFile = Literal["checkpoint.json", "weights.safetensors"]
+UPLOAD_CHUNK = 1024 * 1024
 
 
 @router.get("", response_model=list[ModelSummary])
@@ -56,3 +63,48 @@ def delete_version(name: NamePath, version: VersionPath, services: ServicesDep) 
     directory = services.registry.delete_version(name, version)
     services.cache.evict_model(name)
     shutil.rmtree(services.layout.version_dir(name, directory), ignore_errors=True)
+
+
+@router.get(
+    "/{name}/versions/{version}/files/{filename}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}},
+)
+def download_file(
+    name: NamePath, version: VersionPath, filename: CheckpointFile, services: ServicesDep
+) -> FileResponse:
+    """Download one file of a version's checkpoint (its JSON or its safetensors weights)."""
+    row = services.registry.get_version(name, version)
+    path = services.layout.version_dir(name, row.directory) / filename
+    media = "application/json" if filename == META_FILE else "application/octet-stream"
+    return FileResponse(path, media_type=media, filename=f"{name}-v{version}-{filename}")
+
+
+async def read_limited(upload: UploadFile, field: str, limit: int) -> bytes:
+    """Read an upload, refusing it as soon as it passes ``limit`` bytes."""
+    chunks, size = [], 0
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise LimitExceededError(
+                field, f"more than {limit} bytes uploaded", "CHARNN_MAX_IMPORT_BYTES"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionPublic)
+async def import_version(
+    name: NamePath,
+    services: ServicesDep,
+    checkpoint: Annotated[UploadFile, File(description=f"The version's {META_FILE}.")],
+    weights: Annotated[UploadFile, File(description=f"The version's {WEIGHTS_FILE}.")],
+) -> VersionPublic:
+    """Import a checkpoint (downloaded from a charnn) as the next version of a model."""
+    limit = services.settings.max_import_bytes
+    meta_json = await read_limited(checkpoint, "checkpoint", limit)
+    weights_bytes = await read_limited(weights, "weights", limit)
+    row = await run_in_threadpool(
+        import_checkpoint, services.registry, services.layout, name, meta_json, weights_bytes
+    )
+    return version_public(name, row)
