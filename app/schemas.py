@@ -54,7 +54,8 @@ class JobPublic(BaseModel):
     epoch: int = Field(description="Epochs completed.")
     epochs: int
     progress: float = Field(ge=0, le=1)
-    attempts: int
+    attempts: int = Field(description="Times a worker started the job (resumes included).")
+    failures: int = Field(description="Attempts that failed; the job fails at max_attempts.")
     cancel_requested: bool
     error: str | None
     version: int | None = Field(description="The model version the job created.")
@@ -147,7 +148,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"model_name": "shakespeare", "prompt": "To be", "length": 100}]
+            "examples": [{"model_name": "fox", "prompt": "the quick", "length": 40}]
         },
     )
 
@@ -193,6 +194,7 @@ def job_public(job: JobRow) -> JobPublic:
         epochs=job.epochs,
         progress=min(job.epoch / job.epochs, 1.0),
         attempts=job.attempts,
+        failures=job.failures,
         cancel_requested=job.cancel_requested,
         error=job.error,
         version=job.version,

@@ -77,7 +77,7 @@ class LocalRunner:
             if running.process.is_alive():
                 running.process.kill()
                 running.process.join()
-            self.registry.release_job(job_id, running.owner, RESTART_REASON, count_attempt=False)
+            self.registry.release_job(job_id, running.owner, RESTART_REASON, count_failure=False)
         self._running.clear()
 
     # --- the loop ------------------------------------------------------------------------

@@ -226,12 +226,12 @@ class Registry:
             job.finished_at = utcnow()
 
     def release_job(
-        self, job_id: str, owner: str | None, reason: str, *, count_attempt: bool = True
+        self, job_id: str, owner: str | None, reason: str, *, count_failure: bool = True
     ) -> JobStatus:
         """An attempt ended without finishing: queue it again, or fail it if out of tries.
 
         ``owner=None`` releases whoever holds the lease (the holder is known dead).
-        ``count_attempt=False`` when the job was only interrupted (the service stopped),
+        ``count_failure=False`` when the job was only interrupted (the service stopped),
         not at fault. A job whose cancellation was asked for ends cancelled instead.
         """
         with self._transaction() as session:
@@ -240,13 +240,13 @@ class Registry:
                 return JobStatus(job.status) if job else JobStatus.FAILED
             if owner is not None and job.lease_owner != owner:
                 return JobStatus(job.status)
-            if not count_attempt:
-                job.attempts -= 1
+            if count_failure:
+                job.failures += 1
             if job.cancel_requested:
                 job.status = JobStatus.CANCELLED
-            elif job.attempts >= job.max_attempts:
+            elif job.failures >= job.max_attempts:
                 job.status = JobStatus.FAILED
-                job.error = f"{reason} (gave up after {job.attempts} attempts)"
+                job.error = f"{reason} (gave up after {job.failures} failed attempts)"
             else:
                 job.status = JobStatus.QUEUED
                 job.error = reason
@@ -275,7 +275,7 @@ class Registry:
                 select(JobRow.id).where(JobRow.status == JobStatus.RUNNING)
             ).all()
         for job_id in running:
-            self.release_job(job_id, None, reason, count_attempt=False)
+            self.release_job(job_id, None, reason, count_failure=False)
         return list(running)
 
     def request_cancel(self, job_id: str) -> JobRow:
@@ -329,6 +329,7 @@ class Registry:
             if job is not None:
                 job.version = row.version
                 job.status = JobStatus.SUCCEEDED
+                job.error = None
                 job.lease_owner = None
                 job.finished_at = utcnow()
             return row

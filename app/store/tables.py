@@ -108,7 +108,8 @@ class JobRow(Base):
     device: Mapped[str] = mapped_column(String(16))
     epochs: Mapped[int]
     epoch: Mapped[int] = mapped_column(default=0)  # epochs completed and checkpointed
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # times a worker started it
+    failures: Mapped[int] = mapped_column(default=0)  # attempts that failed (not restarts)
     max_attempts: Mapped[int]
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
