@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Literal
 
 import typer
 
@@ -91,6 +92,28 @@ def serve(
     import uvicorn
 
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level)
+
+
+@cli.command()
+def worker(
+    queue: Annotated[
+        Literal["cpu", "gpu"], typer.Option(help="Consume the CPU or the GPU job queue.")
+    ] = "cpu",
+    burst: Annotated[bool, typer.Option(help="Exit once the queue is empty.")] = False,
+) -> None:
+    """Run a training worker for the rq backend (CHARNN_REDIS_URL, CHARNN_DATABASE_URL)."""
+    import torch
+
+    from app.jobs.queue import run_worker
+    from app.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    torch.set_num_threads(settings.worker_torch_threads)
+    run_worker(settings, queue, burst=burst)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.routes import health, jobs, models, predict, train
-from app.jobs.local import LocalRunner
+from app.jobs.runner import make_runner
 from app.ml.device import resolve_device
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
@@ -33,7 +33,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         registry=registry,
         layout=layout,
-        runner=LocalRunner(settings, registry),
+        runner=make_runner(settings, registry),
         cache=cache,
         serving=Serving(settings, registry, cache),
     )

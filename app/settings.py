@@ -25,6 +25,26 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the registry; default: SQLite at STORE_DIR/registry.db.",
     )
     device: str = Field("auto", description="auto, cpu or cuda[:N]: where models train and run.")
+    job_backend: Literal["local", "rq"] = Field(
+        "local",
+        description="local: worker processes spawned by the service; rq: RQ on Redis, "
+        "fed to `charnn worker` processes on any machine.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis of the rq backend.")
+    queue_name: str = Field(
+        "charnn",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="RQ queue of CPU jobs; GPU jobs go to '<name>-gpu'.",
+    )
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A running job whose worker sent no heartbeat for this long is re-queued.",
+    )
+    job_timeout_seconds: int = Field(
+        24 * 3600, ge=60, description="Wall-clock limit of one attempt of a job (rq backend)."
+    )
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once.")
     job_max_attempts: int = Field(
         3, ge=1, le=20, description="Tries before a job that keeps failing ends failed."

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.jobs.local import LocalRunner
+from app.jobs.runner import JobRunner
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
 from app.settings import Settings
@@ -23,7 +23,7 @@ class Services:
     settings: Settings
     registry: Registry
     layout: StoreLayout
-    runner: LocalRunner
+    runner: JobRunner
     cache: ModelCache
     serving: Serving
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from app.jobs.worker import run_job
+from app.ml.device import resolve_device
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
@@ -64,6 +65,9 @@ class LocalRunner:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def check_device(self, device: str) -> None:
+        resolve_device(device)  # this machine runs the job: it must have the device
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming jobs, stop the workers, and queue their jobs again."""

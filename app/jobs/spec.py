@@ -76,6 +76,11 @@ class JobSpec(BaseModel):
         None, description="Input and output vocabularies; inferred from the data when absent."
     )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    device: str | None = Field(
+        None,
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Where to train: auto, cpu or cuda[:N]; default: the service's setting.",
+    )
 
     @model_validator(mode="after")
     def _no_peeking_at_the_future(self) -> Self:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app.errors import LimitExceededError
+from app.jobs.runner import JobRunner
 from app.jobs.spec import JobSpec, PairsData, build_dataset
-from app.ml.device import resolve_device
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
@@ -26,16 +26,19 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
         )
 
 
-def submit_job(spec: JobSpec, settings: Settings, registry: Registry) -> JobRow:
+def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: JobRunner) -> JobRow:
     """Validate the data against its vocabulary and queue the job."""
     check_limits(spec, settings)
     build_dataset(spec)  # unknown characters, misaligned pairs: refused now, not in a worker
-    resolve_device(settings.device)  # a service asked to train on a GPU it lacks says so now
-    return registry.create_job(
+    device = spec.device or settings.device
+    runner.check_device(device)  # a GPU job that nothing can run is refused now, not later
+    job = registry.create_job(
         job_id=new_id(),
         model_name=spec.model_name,
         request=spec.model_dump(mode="json"),
-        device=settings.device,
+        device=device,
         epochs=spec.hyperparameters.epochs,
         max_attempts=settings.job_max_attempts,
     )
+    runner.notify()
+    return job

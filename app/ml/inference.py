@@ -114,7 +114,10 @@ class Predictor:
             raise ConfigurationError("temperature must be >= 0")
         ids = self.vocab.encode_inputs([prompt], field="prompt")
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:
+            generator.seed()  # from the OS; torch.seed() would reseed the global generators
+        else:
+            generator.manual_seed(seed)
         logits, state = self.model(torch.tensor(ids, device=self.device))  # (1, T, V)
         out: list[int] = []
         for _ in range(length):

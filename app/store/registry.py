@@ -180,6 +180,7 @@ class Registry:
                     lease_owner=owner,
                     heartbeat_at=now,
                     attempts=JobRow.attempts + 1,
+                    queue_ref=None,
                     started_at=func.coalesce(JobRow.started_at, now),
                     updated_at=now,
                 )
@@ -187,6 +188,27 @@ class Registry:
             )
             claimed = cast(CursorResult[Any], result).rowcount
         return self.get_job(job_id) if claimed else None
+
+    def queued_jobs(self, limit: int = 1000) -> list[JobRow]:
+        """Queued jobs, oldest first (the dispatcher hands them to the task queue)."""
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(JobRow)
+                    .where(JobRow.status == JobStatus.QUEUED)
+                    .order_by(JobRow.created_at, JobRow.id)
+                    .limit(limit)
+                ).all()
+            )
+
+    def set_queue_ref(self, job_id: str, queue_ref: str) -> None:
+        with self._transaction() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED)
+                .values(queue_ref=queue_ref)
+                .execution_options(synchronize_session=False)
+            )
 
     def _owned(self, session: Session, job_id: str, owner: str) -> JobRow:
         job = session.get(JobRow, job_id)

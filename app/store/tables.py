@@ -114,6 +114,7 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
+    queue_ref: Mapped[str | None] = mapped_column(String(64))  # the task queue's message id
     heartbeat_at: Mapped[datetime | None]
     version: Mapped[int | None]  # the model version it created
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

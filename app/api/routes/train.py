@@ -14,7 +14,6 @@ router = APIRouter(tags=["training"])
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
 def train(request: TrainRequest, services: ServicesDep, response: Response) -> JobPublic:
     """Queue a training job; follow it at /jobs/{id} or /jobs/{id}/events."""
-    job = submit_job(request, services.settings, services.registry)
-    services.runner.notify()
+    job = submit_job(request, services.settings, services.registry, services.runner)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job_public(services.registry.get_job(job.id))
