@@ -116,5 +116,36 @@ def worker(
     run_worker(settings, queue, burst=burst)
 
 
+@cli.command()
+def check(
+    url: Annotated[str | None, typer.Option(help="An HTTP URL that must answer 200.")] = None,
+    redis: Annotated[bool, typer.Option("--redis", help="Ping CHARNN_REDIS_URL.")] = False,
+    database: Annotated[
+        bool, typer.Option("--database", help="Query CHARNN_DATABASE_URL.")
+    ] = False,
+) -> None:
+    """Health check for containers: exit 0 when everything asked for answers."""
+    from app.settings import get_settings
+
+    settings = get_settings()
+    try:
+        if url is not None:
+            import httpx
+
+            httpx.get(url, timeout=4).raise_for_status()
+        if redis:
+            from app.jobs.queue import connect
+
+            connect(settings).ping()
+        if database:
+            from app.store.registry import Registry
+
+            Registry.connect(settings.registry_url, migrate=False).ping()
+    except Exception as exc:
+        typer.echo(f"unhealthy: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("ok")
+
+
 def main() -> None:
     cli()
