@@ -65,9 +65,9 @@ class Predictor:
         """
         ids = self.vocab.encode_inputs(texts)
         nonempty = [i for i, row in enumerate(ids) if row]
-        results = [Prediction("", [] if probabilities else None, [] if top_k else None)] * len(
-            texts
-        )
+        results = [
+            Prediction("", [] if probabilities else None, [] if top_k else None) for _ in texts
+        ]
         if not nonempty:
             return results
         logits, lengths = self.logits([ids[i] for i in nonempty])

@@ -19,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch_op:
         batch_op.add_column(sa.Column("queue_ref", sa.String(length=64), nullable=True))
-        batch_op.add_column(
-            sa.Column("failures", sa.Integer(), nullable=False, server_default="0")
-        )
+        batch_op.add_column(sa.Column("failures", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
