@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from app.ml.checkpoint import Checkpoint
-from app.ml.data import pad
+from app.ml.data import Task, pad
 from app.ml.errors import ConfigurationError
 from app.ml.model import ModelConfig, build_model
 from app.ml.vocab import Vocab
@@ -34,19 +34,25 @@ class Prediction:
 
 class Predictor:
     def __init__(
-        self, model: nn.Module, config: ModelConfig, vocab: Vocab, device: torch.device
+        self,
+        model: nn.Module,
+        config: ModelConfig,
+        vocab: Vocab,
+        device: torch.device,
+        task: Task = "pairs",
     ) -> None:
         self.model = model.to(device).eval()
         self.config = config
         self.vocab = vocab
         self.device = device
+        self.task = task
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: torch.device) -> Predictor:
         with torch.device("meta"):
             model = build_model(checkpoint.config)  # shapes only: no random init wasted
         model.load_state_dict(checkpoint.weights, assign=True)
-        return cls(model, checkpoint.config, checkpoint.vocab, device)
+        return cls(model, checkpoint.config, checkpoint.vocab, device, checkpoint.task)
 
     @torch.inference_mode()
     def logits(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,9 +109,9 @@ class Predictor:
         self, prompt: str, length: int, *, temperature: float = 1.0, seed: int | None = None
     ) -> str:
         """Continue ``prompt`` by ``length`` characters (temperature 0: always the likeliest)."""
-        if not self.vocab.is_shared:
+        if self.task != "text" or not self.vocab.is_shared:
             raise ConfigurationError(
-                "this model maps inputs to a different output vocabulary (trained on pairs); "
+                "this model was trained on aligned pairs, which map inputs to outputs; "
                 "generation needs a model trained on text"
             )
         if not prompt:
