@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             services.runner.stop()
+            await services.serving.close()
             services.registry.close()
 
     app = FastAPI(

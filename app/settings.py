@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Size of an imported checkpoint's weights file."
     )
+    batch_max_size: int = Field(
+        64, ge=1, le=4096, description="Sequences one batched forward pass may hold."
+    )
+    batch_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long a batch waits for more requests; 0: none (requests that "
+        "arrive during a forward pass still share the next one).",
+    )
+    version_cache_seconds: float = Field(
+        1.0, ge=0, le=3600, description="How long 'latest version' lookups are reused."
+    )
     model_cache_size: int = Field(
         8, ge=1, le=10_000, description="Loaded model versions kept per device (LRU)."
     )

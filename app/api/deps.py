@@ -28,7 +28,8 @@ class Services:
     serving: Serving
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain def would cost every request a hop through the thread pool
     services: Services = request.app.state.services
     return services
 

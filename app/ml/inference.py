@@ -69,10 +69,17 @@ class Predictor:
 
         Raises ``UnknownCharactersError`` naming every character outside the vocabulary.
         """
-        ids = self.vocab.encode_inputs(texts)
+        return self.predict_ids(
+            self.vocab.encode_inputs(texts), top_k=top_k, probabilities=probabilities
+        )
+
+    def predict_ids(
+        self, ids: Sequence[Sequence[int]], *, top_k: int = 0, probabilities: bool = False
+    ) -> list[Prediction]:
+        """``predict`` for inputs already encoded with ``vocab.encode_inputs``."""
         nonempty = [i for i, row in enumerate(ids) if row]
         results = [
-            Prediction("", [] if probabilities else None, [] if top_k else None) for _ in texts
+            Prediction("", [] if probabilities else None, [] if top_k else None) for _ in ids
         ]
         if not nonempty:
             return results

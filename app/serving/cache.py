@@ -31,6 +31,15 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._loaded)
 
+    def peek(self, model_name: str, directory: str) -> Predictor | None:
+        """The predictor if it is loaded already (never loads: safe in the event loop)."""
+        key = (model_name, directory)
+        with self._lock:
+            predictor = self._loaded.get(key)
+            if predictor is not None:
+                self._loaded.move_to_end(key)
+            return predictor
+
     def get(self, model_name: str, directory: str) -> Predictor:
         """The predictor of a version, loading (and verifying) it on first use."""
         key = (model_name, directory)

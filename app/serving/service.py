@@ -1,15 +1,30 @@
-"""Predict and generate: resolve the version, enforce the limits, run the model."""
+"""Predict and generate: resolve the version, enforce the limits, run the model.
+
+The hot path does no database query, file read or model load once a version is
+warm: "latest version" lookups are reused for ``version_cache_seconds`` (explicit
+versions never change), loaded predictors stay in the LRU cache, and forward
+passes run batched on one compute thread, off the event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import LimitExceededError
 from app.ml.inference import Prediction, Predictor
+from app.serving.batcher import Batcher
 from app.serving.cache import ModelCache
 from app.settings import Settings
 from app.store.registry import Registry
 from app.store.tables import VersionRow
+
+VersionKey = tuple[str, int | None]
 
 
 class Serving:
@@ -17,10 +32,54 @@ class Serving:
         self.settings = settings
         self.registry = registry
         self.cache = cache
+        # one compute thread: forward passes queue up instead of fighting over the cores
+        self.compute = ThreadPoolExecutor(1, thread_name_prefix="charnn-compute")
+        self._versions: dict[VersionKey, tuple[float, VersionRow]] = {}
+        self._batchers: dict[tuple[str, str], Batcher] = {}
 
-    def predictor(self, model_name: str, version: int | None) -> tuple[VersionRow, Predictor]:
-        row = self.registry.get_version(model_name, version)
-        return row, self.cache.get(model_name, row.directory)
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self.compute.shutdown(wait=False, cancel_futures=True)
+
+    def forget(self, model_name: str) -> None:
+        """Drop everything cached about a model (it or one of its versions was deleted)."""
+        self._versions = {k: v for k, v in self._versions.items() if k[0] != model_name}
+        self._batchers = {k: v for k, v in self._batchers.items() if k[0] != model_name}
+        self.cache.evict_model(model_name)
+
+    # --- resolving ----------------------------------------------------------------------------
+
+    async def version(self, model_name: str, version: int | None) -> VersionRow:
+        key = (model_name, version)
+        cached = self._versions.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.settings.version_cache_seconds:
+            return cached[1]
+        row = await run_in_threadpool(self.registry.get_version, model_name, version)
+        self._versions[key] = (now, row)
+        return row
+
+    async def predictor(self, model_name: str, row: VersionRow) -> Predictor:
+        loaded = self.cache.peek(model_name, row.directory)
+        if loaded is not None:
+            return loaded
+        return await run_in_threadpool(self.cache.get, model_name, row.directory)
+
+    def batcher(self, model_name: str, row: VersionRow, predictor: Predictor) -> Batcher:
+        key = (model_name, row.directory)
+        batcher = self._batchers.get(key)
+        if batcher is None or batcher.predictor is not predictor:
+            batcher = Batcher(
+                predictor,
+                self.compute,
+                self.settings.batch_max_size,
+                self.settings.batch_max_wait_ms / 1000,
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+    # --- limits -------------------------------------------------------------------------------
 
     def check_inputs(self, field: str, texts: Sequence[str]) -> None:
         limit = self.settings.max_predict_inputs
@@ -37,7 +96,9 @@ class Serving:
                     "CHARNN_MAX_INPUT_LENGTH",
                 )
 
-    def predict(
+    # --- the two operations ---------------------------------------------------------------------
+
+    async def predict(
         self,
         model_name: str,
         version: int | None,
@@ -47,10 +108,13 @@ class Serving:
         probabilities: bool = False,
     ) -> tuple[VersionRow, list[Prediction]]:
         self.check_inputs("inputs", inputs)
-        row, predictor = self.predictor(model_name, version)
-        return row, predictor.predict(inputs, top_k=top_k, probabilities=probabilities)
+        row = await self.version(model_name, version)
+        predictor = await self.predictor(model_name, row)
+        ids = predictor.vocab.encode_inputs(inputs)  # unknown characters fail this request only
+        batcher = self.batcher(model_name, row, predictor)
+        return row, await batcher.predict(ids, top_k=top_k, probabilities=probabilities)
 
-    def generate(
+    async def generate(
         self,
         model_name: str,
         version: int | None,
@@ -71,5 +135,7 @@ class Serving:
                 f"{length} characters asked for, at most {self.settings.max_generate_length}",
                 "CHARNN_MAX_GENERATE_LENGTH",
             )
-        row, predictor = self.predictor(model_name, version)
-        return row, predictor.generate(prompt, length, temperature=temperature, seed=seed)
+        row = await self.version(model_name, version)
+        predictor = await self.predictor(model_name, row)
+        sample = partial(predictor.generate, prompt, length, temperature=temperature, seed=seed)
+        return row, await asyncio.get_running_loop().run_in_executor(self.compute, sample)

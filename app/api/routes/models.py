@@ -53,7 +53,7 @@ def get_version(name: NamePath, version: VersionPath, services: ServicesDep) -> 
 def delete_model(name: NamePath, services: ServicesDep) -> None:
     """Delete a model and every version (409 while a job trains it)."""
     services.registry.delete_model(name)
-    services.cache.evict_model(name)
+    services.serving.forget(name)
     shutil.rmtree(services.layout.model_dir(name), ignore_errors=True)
 
 
@@ -61,7 +61,7 @@ def delete_model(name: NamePath, services: ServicesDep) -> None:
 def delete_version(name: NamePath, version: VersionPath, services: ServicesDep) -> None:
     """Delete one version (409 while a job trains the model)."""
     directory = services.registry.delete_version(name, version)
-    services.cache.evict_model(name)
+    services.serving.forget(name)
     shutil.rmtree(services.layout.version_dir(name, directory), ignore_errors=True)
 
 

@@ -18,9 +18,9 @@ router = APIRouter(tags=["predict"])
 
 
 @router.post("/predict", response_model=PredictResponse)
-def predict(request: PredictRequest, services: ServicesDep) -> PredictResponse:
+async def predict(request: PredictRequest, services: ServicesDep) -> PredictResponse:
     """Map each input to its output string (one output character per input character)."""
-    row, predictions = services.serving.predict(
+    row, predictions = await services.serving.predict(
         request.model_name,
         request.version,
         request.inputs,
@@ -47,9 +47,9 @@ def predict(request: PredictRequest, services: ServicesDep) -> PredictResponse:
 
 
 @router.post("/generate", response_model=GenerateResponse)
-def generate(request: GenerateRequest, services: ServicesDep) -> GenerateResponse:
+async def generate(request: GenerateRequest, services: ServicesDep) -> GenerateResponse:
     """Continue a prompt with a model trained on text."""
-    row, text = services.serving.generate(
+    row, text = await services.serving.generate(
         request.model_name,
         request.version,
         request.prompt,
