@@ -112,7 +112,7 @@ def worker(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    torch.set_num_threads(settings.worker_torch_threads)
+    torch.set_num_threads(settings.training_threads)
     run_worker(settings, queue, burst=burst)
 
 

@@ -6,6 +6,7 @@ hand it to ``create_app``. Nonsense values fail at start-up with the variable's 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -53,7 +54,11 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="How often the runner looks for queued jobs."
     )
     worker_torch_threads: int = Field(
-        1, ge=1, le=256, description="torch threads per training worker process."
+        0,
+        ge=0,
+        le=256,
+        description="torch threads per training worker; 0: the machine's cores divided "
+        "among MAX_CONCURRENT_JOBS workers.",
     )
     max_predict_inputs: int = Field(256, ge=1, le=100_000, description="Inputs per predict.")
     max_input_length: int = Field(
@@ -95,6 +100,12 @@ class Settings(BaseSettings):
         if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
+
+    @property
+    def training_threads(self) -> int:
+        if self.worker_torch_threads:
+            return self.worker_torch_threads
+        return max(1, (os.cpu_count() or 1) // self.max_concurrent_jobs)
 
     @property
     def registry_url(self) -> str:

@@ -150,7 +150,7 @@ def worker_main(job_id: str, owner: str, settings_values: dict[str, Any], parent
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    torch.set_num_threads(settings.worker_torch_threads)
+    torch.set_num_threads(settings.training_threads)
     try:
         run_job(job_id, owner, settings)
     except BaseException as exc:
