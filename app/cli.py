@@ -87,11 +87,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Run the HTTP service on its embedded defaults (SQLite registry, local job runner)."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port, log_level=log_level)
+    uvicorn.run("app.main:app", host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 @cli.command()
