@@ -36,7 +36,7 @@ from app.ml.data import Task
 from app.ml.errors import CheckpointError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.metrics import EpochMetrics
-from app.ml.model import ModelConfig, build_model
+from app.ml.model import ModelConfig, expected_shapes
 from app.ml.vocab import Vocab
 
 FORMAT = "charnn-checkpoint"
@@ -330,14 +330,15 @@ def parse_tensors(name: str, data: bytes, digest: FileDigest) -> dict[str, torch
 
 def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
     """Every tensor the architecture needs, with its shape, and nothing else."""
-    with torch.device("meta"):
-        expected = build_model(config).state_dict()
+    expected = expected_shapes(config)
     missing = sorted(expected.keys() - weights.keys())
     unexpected = sorted(weights.keys() - expected.keys())
     wrong = [
-        f"{k} is {tuple(weights[k].shape)}, expected {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and (weights[k].shape != v.shape or weights[k].dtype != v.dtype)
+        f"{k} is {tuple(weights[k].shape)}, expected {tuple(shape)}"
+        if weights[k].shape != shape
+        else f"{k} is {weights[k].dtype}, expected {dtype}"
+        for k, (shape, dtype) in expected.items()
+        if k in weights and (weights[k].shape != shape or weights[k].dtype != dtype)
     ]
     if missing or unexpected or wrong:
         raise CheckpointError(

@@ -49,8 +49,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: torch.device) -> Predictor:
-        with torch.device("meta"):
-            model = build_model(checkpoint.config)  # shapes only: no random init wasted
+        with torch.random.fork_rng(devices=[]):  # initialisation must not move anyone's RNG
+            model = build_model(checkpoint.config)
         model.load_state_dict(checkpoint.weights, assign=True)
         return cls(model, checkpoint.config, checkpoint.vocab, device, checkpoint.task)
 

@@ -164,5 +164,15 @@ def build_model(config: ModelConfig) -> nn.Module:
     return VARIANTS[config.architecture](config)
 
 
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor in the state dict of ``config``'s model."""
+    # built for real on the CPU, under a throwaway seed so the caller's random state is
+    # untouched: meta tensors would route initialisation through torch's compiler stack,
+    # whose first import takes about a second
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config)
+    return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
