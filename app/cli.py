@@ -150,3 +150,7 @@ def check(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.jobs.spec import JobSpec, ModelName
 from app.ml.hyperparameters import Hyperparameters
+from app.ml.inference import Prediction
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
@@ -240,4 +241,30 @@ def model_public(model: ModelRow) -> ModelPublic:
         name=model.name,
         created_at=model.created_at,
         versions=[version_public(model.name, v) for v in model.versions],
+    )
+
+
+def predict_response(
+    request: PredictRequest, version: int, predictions: list[Prediction]
+) -> PredictResponse:
+    """Built without re-validation: every value comes from the engine, already typed."""
+    details = None
+    if request.top_k or request.return_probabilities:
+        details = [
+            PredictionDetail.model_construct(
+                probabilities=p.probabilities,
+                top_k=[
+                    [CharProbabilityPublic.model_construct(**vars(c)) for c in position]
+                    for position in p.top_k
+                ]
+                if p.top_k is not None
+                else None,
+            )
+            for p in predictions
+        ]
+    return PredictResponse.model_construct(
+        model_name=request.model_name,
+        version=version,
+        outputs=[p.output for p in predictions],
+        details=details,
     )

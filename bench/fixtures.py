@@ -38,15 +38,31 @@ class BenchModel:
 
 TUTORIAL = BenchModel(
     "tutorial",
-    Hyperparameters(architecture="embedding_rnn", embedding_size=10, hidden_size=8,
-                    num_layers=2, epochs=1, seed=0, validation_fraction=0),
+    Hyperparameters(
+        architecture="embedding_rnn",
+        embedding_size=10,
+        hidden_size=8,
+        num_layers=2,
+        epochs=1,
+        seed=0,
+        validation_fraction=0,
+    ),
     "hello",
 )
 MEDIUM = BenchModel(
     "medium",
-    Hyperparameters(architecture="embedding_rnn", cell="gru", embedding_size=64,
-                    hidden_size=256, num_layers=2, epochs=1, seed=0, batch_size=32,
-                    seq_len=64, validation_fraction=0),
+    Hyperparameters(
+        architecture="embedding_rnn",
+        cell="gru",
+        embedding_size=64,
+        hidden_size=256,
+        num_layers=2,
+        epochs=1,
+        seed=0,
+        batch_size=32,
+        seq_len=64,
+        validation_fraction=0,
+    ),
     "".join(random.Random(0).choice(MEDIUM_CHARS) for _ in range(64)),
 )
 

@@ -28,10 +28,14 @@ class Services:
     serving: Serving
 
 
-async def get_services(request: Request) -> Services:
-    # async: a plain def would cost every request a hop through the thread pool
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    # async: a plain def would cost every request a hop through the thread pool
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

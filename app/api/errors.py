@@ -71,14 +71,15 @@ def message(status_code: int, exc: Exception, **headers: str) -> JSONResponse:
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
-    # training data errors name fields relative to ``data``
+    # training data errors name fields relative to ``data`` (the vocabulary sits beside it)
     on_train = request.url.path.rstrip("/").endswith("/train")
     data_prefix = "data." if on_train else ""
     match exc:
         case UnknownCharactersError():
             return unknown_characters(exc, data_prefix)
         case DataError():
-            return field_error(data_prefix + exc.field, exc.message, "invalid_data")
+            field = exc.field if exc.field == "vocab" else data_prefix + exc.field
+            return field_error(field, exc.message, "invalid_data")
         case LimitExceededError():
             return field_error(exc.field, str(exc), "limit_exceeded")
         case InvalidRequestError():

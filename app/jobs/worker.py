@@ -123,8 +123,9 @@ def _start_or_resume(
             log.warning("job %s: skipping unusable checkpoint %s: %s", job_id, path, exc)
             continue
         log.info("job %s: resuming after epoch %d", job_id, session.epoch)
-        if session.history:  # the epoch may have been checkpointed but not yet recorded
+        job = registry.get_job(job_id)
+        if session.history and job.epoch < session.epoch:  # checkpointed but not yet recorded
             last = session.history[-1].model_dump(mode="json")
-            registry.record_epoch(job_id, owner, registry.get_job(job_id).attempts, last)
+            registry.record_epoch(job_id, owner, job.attempts, last)
         return session
     return TrainingSession.start(spec.hyperparameters, dataset, device)

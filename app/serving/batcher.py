@@ -4,19 +4,18 @@
     ->  unbatch  ->  encode (per request)
 
 Each request is checked and encoded before it joins a batch, so a bad request fails
-alone. A collector task per model version takes the first waiting request, then
-everything else waiting (up to ``max_batch`` sequences), optionally waits up to
-``max_wait`` for more, and runs the batch on the single compute thread, so the event
-loop never runs a forward pass. Requests that arrive during a forward pass form the
+alone. Requests wait in a list; when no batch of this version is running, the
+waiting ones (up to ``max_batch`` sequences) go to the compute thread as one batch,
+so the event loop never runs a forward pass. Requests that arrive meanwhile form the
 next batch: under load batches grow by themselves, and a lone request never waits.
+``max_wait`` optionally holds a small batch back a little for company.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -39,78 +38,73 @@ class Batcher:
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self._collector: asyncio.Task[None] | None = None
+        self._waiting: list[Pending] = []
+        self._busy = False  # a batch is running, or is about to start
         self.batch_sizes: list[int] = []  # recent batch sizes, for metrics and tests
 
     async def predict(
         self, ids: Sequence[Sequence[int]], *, top_k: int = 0, probabilities: bool = False
     ) -> list[Prediction]:
-        if self._collector is None or self._collector.done():
-            self._collector = asyncio.create_task(self._collect(), name="charnn-batcher")
-        future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(Pending(ids, top_k, probabilities, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Prediction]] = loop.create_future()
+        self._waiting.append(Pending(ids, top_k, probabilities, future))
+        if not self._busy:
+            self._busy = True
+            if self.max_wait > 0:
+                loop.call_later(self.max_wait, self._start, loop)
+            else:
+                self._start(loop)
         return await future
 
-    async def close(self) -> None:
-        if self._collector is not None:
-            self._collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._collector
-
-    async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            try:
-                rows = [row for pending in batch for row in pending.ids]
-                forward = partial(
-                    self.predictor.predict_ids,
-                    rows,
-                    top_k=max(p.top_k for p in batch),
-                    probabilities=any(p.probabilities for p in batch),
-                )
-                results = await loop.run_in_executor(self.executor, forward)
-            except Exception as exc:  # the model itself failed: every request in it learns why
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                continue
-            self._record(len(rows))
-            start = 0
-            for pending in batch:
-                mine = results[start : start + len(pending.ids)]
-                start += len(pending.ids)
-                if not pending.future.done():  # a client that went away is simply skipped
-                    pending.future.set_result([_trim(r, pending) for r in mine])
-
-    async def _gather(self) -> list[Pending]:
-        """The next batch: whatever waits now, and more for up to ``max_wait``."""
-        batch = [await self._queue.get()]
-        size = len(batch[0].ids)
-        deadline = asyncio.get_running_loop().time() + self.max_wait
-        while size < self.max_batch:
-            if self._queue.empty():
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    pending = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                pending = self._queue.get_nowait()
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send the next batch to the compute thread (in the event loop)."""
+        batch: list[Pending] = []
+        size = 0
+        while self._waiting and (not batch or size + len(self._waiting[0].ids) <= self.max_batch):
+            pending = self._waiting.pop(0)
             batch.append(pending)
             size += len(pending.ids)
-        return batch
+        if not batch:
+            self._busy = False
+            return
+        forward = partial(
+            self.predictor.predict_ids,
+            [row for pending in batch for row in pending.ids],
+            top_k=max(p.top_k for p in batch),
+            probabilities=any(p.probabilities for p in batch),
+        )
+        self.executor.submit(forward).add_done_callback(
+            lambda outcome: loop.call_soon_threadsafe(self._finish, loop, batch, outcome)
+        )
 
-    def _record(self, size: int) -> None:
-        self.batch_sizes.append(size)
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[Pending],
+        outcome: Future[list[Prediction]],
+    ) -> None:
+        """Hand each request its share of the results, then start the next batch."""
+        self._start(loop)  # first: the compute thread should not wait for the bookkeeping
+        error = outcome.exception()
+        results = outcome.result() if error is None else []
+        start = 0
+        for pending in batch:
+            mine = results[start : start + len(pending.ids)]
+            start += len(pending.ids)
+            if pending.future.done():  # a client that went away is simply skipped
+                continue
+            if error is not None:  # the model itself failed: every request in it learns why
+                pending.future.set_exception(error)
+            else:
+                pending.future.set_result([_trim(r, pending) for r in mine])
+        self.batch_sizes.append(sum(len(p.ids) for p in batch))
         del self.batch_sizes[:-1000]
 
 
 def _trim(prediction: Prediction, pending: Pending) -> Prediction:
     """Drop what this request did not ask for (the batch computed the most anyone asked)."""
+    if prediction.probabilities is None and prediction.top_k is None:
+        return prediction  # the common case: nothing extra was computed
     return replace(
         prediction,
         probabilities=prediction.probabilities if pending.probabilities else None,

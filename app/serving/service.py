@@ -37,9 +37,7 @@ class Serving:
         self._versions: dict[VersionKey, tuple[float, VersionRow]] = {}
         self._batchers: dict[tuple[str, str], Batcher] = {}
 
-    async def close(self) -> None:
-        for batcher in self._batchers.values():
-            await batcher.close()
+    def close(self) -> None:
         self.compute.shutdown(wait=False, cancel_futures=True)
 
     def forget(self, model_name: str) -> None:

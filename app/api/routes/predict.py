@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from app.api.deps import ServicesDep
+from app.api.deps import ServicesDep, services_of
 from app.schemas import (
-    CharProbabilityPublic,
     GenerateRequest,
     GenerateResponse,
-    PredictionDetail,
     PredictRequest,
     PredictResponse,
+    predict_response,
 )
 
 router = APIRouter(tags=["predict"])
 
 
 @router.post("/predict", response_model=PredictResponse)
-async def predict(request: PredictRequest, services: ServicesDep) -> PredictResponse:
+async def predict(request: PredictRequest, http: Request) -> Response:
     """Map each input to its output string (one output character per input character)."""
+    services = services_of(http)  # not a dependency: resolving one costs the hot path
     row, predictions = await services.serving.predict(
         request.model_name,
         request.version,
@@ -27,23 +27,9 @@ async def predict(request: PredictRequest, services: ServicesDep) -> PredictResp
         top_k=request.top_k,
         probabilities=request.return_probabilities,
     )
-    details = None
-    if request.top_k or request.return_probabilities:
-        details = [
-            PredictionDetail(
-                probabilities=p.probabilities,
-                top_k=[[CharProbabilityPublic(**vars(c)) for c in pos] for pos in p.top_k]
-                if p.top_k is not None
-                else None,
-            )
-            for p in predictions
-        ]
-    return PredictResponse(
-        model_name=request.model_name,
-        version=row.version,
-        outputs=[p.output for p in predictions],
-        details=details,
-    )
+    response = predict_response(request, row.version, predictions)
+    # serialized here, once: FastAPI would validate the response model a second time
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 @router.post("/generate", response_model=GenerateResponse)
