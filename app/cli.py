@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
+from app.client import Client, ClientError, ServerUnavailable
+from app.datafiles import DataFileError, read_training_data
 from app.ml.hyperparameters import Architecture, Cell
+
+out = Console()
+err = Console(stderr=True)
 
 cli = typer.Typer(
     name="charnn",
@@ -146,6 +157,228 @@ def check(
         typer.echo(f"unhealthy: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo("ok")
+
+
+# --- the client: talks to a running server (CHARNN_URL, CHARNN_API_KEY) ----------------------
+
+EXIT_REFUSED = 2  # the server said no (4xx): fix the request
+EXIT_UNAVAILABLE = 3  # no server, or it failed (5xx)
+EXIT_JOB_FAILED = 1  # the job ended failed or cancelled
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="CHARNN_URL", help="The charnn server.")]
+KeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="CHARNN_API_KEY", help="Bearer API key.")
+]
+
+
+@contextmanager
+def connected(url: str, api_key: str | None) -> Iterator[Client]:
+    """A client whose errors become readable messages and exit codes that scripts can use."""
+    client = Client(url, api_key)
+    try:
+        yield client
+    except ClientError as exc:
+        err.print(f"[red]refused ({exc.status}):[/red] {exc}")
+        raise typer.Exit(EXIT_REFUSED) from exc
+    except ServerUnavailable as exc:
+        err.print(f"[red]server unavailable:[/red] {exc}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from exc
+    finally:
+        client.close()
+
+
+@cli.command("train")
+def train_command(
+    model_name: Annotated[str, typer.Argument(help="Model to train a new version of.")],
+    data_file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV, TSV, JSONL pairs or text.")
+    ],
+    text: Annotated[bool, typer.Option("--text", help="Treat the file as plain text.")] = False,
+    architecture: Annotated[Architecture | None, typer.Option()] = None,
+    cell: Annotated[Cell | None, typer.Option()] = None,
+    hidden_size: Annotated[int | None, typer.Option()] = None,
+    embedding_size: Annotated[int | None, typer.Option()] = None,
+    num_layers: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    follow: Annotated[bool, typer.Option(help="Show progress until the job ends.")] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Start a training job from a data file; --follow shows it learn, epoch by epoch."""
+    try:
+        data = read_training_data(data_file, text=text)
+    except (DataFileError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_REFUSED) from exc
+    given = {
+        "architecture": architecture,
+        "cell": cell,
+        "hidden_size": hidden_size,
+        "embedding_size": embedding_size,
+        "num_layers": num_layers,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    hyperparameters = {k: v for k, v in given.items() if v is not None}
+    spec = {"model_name": model_name, "data": data, "hyperparameters": hyperparameters}
+    with connected(url, api_key) as client:
+        job = client.train(spec)
+        out.print(f"job [bold]{job['id']}[/bold] queued")
+        if follow:
+            job = follow_job(client, job)
+            if job["status"] != "succeeded":
+                err.print(f"[red]job {job['status']}:[/red] {job.get('error') or ''}")
+                raise typer.Exit(EXIT_JOB_FAILED)
+            out.print(f"[green]{model_name} version {job['version']} is ready[/green]")
+
+
+def follow_job(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    """A progress bar with loss, accuracy and the sample prediction of each epoch."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out) as progress:
+        bar = progress.add_task(job["model_name"], total=job["epochs"], detail=job["status"])
+        for update in client.follow(job["id"]):
+            job = update
+            detail = job["status"]
+            if job["history"]:
+                last = job["history"][-1]
+                detail = (
+                    f"loss {last['loss']:.4f}  acc {last['train_char_accuracy']:.0%}  "
+                    f"{last['sample_input']!r} -> {last['sample_prediction']!r}"
+                )
+            progress.update(bar, completed=job["epoch"], detail=detail)
+    return job
+
+
+@cli.command()
+def predict(
+    model_name: str,
+    inputs: Annotated[list[str], typer.Argument(help="Sequences to map.")],
+    version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
+    top_k: Annotated[int, typer.Option(help="Also show the k likeliest characters.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw response.")] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Map each input to its output, one line each."""
+    with connected(url, api_key) as client:
+        answer = client.predict(model_name, inputs, version=version, top_k=top_k or None)
+    if as_json:
+        out.print_json(data=answer)
+        return
+    for output in answer["outputs"]:
+        out.print(output, markup=False, highlight=False)
+
+
+@cli.command()
+def generate(
+    model_name: str,
+    prompt: str,
+    length: Annotated[int, typer.Option(min=1)] = 100,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    seed: Annotated[int | None, typer.Option()] = None,
+    version: Annotated[int | None, typer.Option()] = None,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Continue a prompt with a text model."""
+    with connected(url, api_key) as client:
+        answer = client.generate(
+            model_name,
+            prompt,
+            length=length,
+            temperature=temperature,
+            seed=seed,
+            version=version,
+        )
+    out.print(answer["text"], markup=False, highlight=False)
+
+
+@cli.command()
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="Show one job in full.")] = None,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, ...")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model's jobs.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """List jobs (newest first), or show one."""
+    with connected(url, api_key) as client:
+        if job_id is not None:
+            out.print_json(data=client.job(job_id))
+            return
+        page = client.jobs(status=status, model_name=model, limit=limit)
+    table = Table("id", "model", "status", "epoch", "version", "created")
+    for job in page["items"]:
+        table.add_row(
+            job["id"],
+            job["model_name"],
+            job["status"],
+            f"{job['epoch']}/{job['epochs']}",
+            str(job["version"] or ""),
+            job["created_at"][:19],
+        )
+    out.print(table)
+    out.print(f"{len(page['items'])} of {page['total']}")
+
+
+@cli.command()
+def cancel(
+    job_id: str,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Cancel a job (a running one stops within one epoch)."""
+    with connected(url, api_key) as client:
+        job = client.cancel(job_id)
+    out.print(f"job {job['id']}: {job['status']}")
+
+
+@cli.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="Show one model's versions.")] = None,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """List models, or one model's versions."""
+    with connected(url, api_key) as client:
+        if name is None:
+            table = Table("model", "latest version", "versions", "created")
+            for model in client.models():
+                table.add_row(
+                    model["name"],
+                    str(model["latest_version"] or ""),
+                    str(model["version_count"]),
+                    model["created_at"][:19],
+                )
+            out.print(table)
+            return
+        model = client.model(name)
+    table = Table("version", "task", "architecture", "epochs", "loss", "accuracy", "created")
+    for v in model["versions"]:
+        metrics = v["metrics"] or {}
+        table.add_row(
+            str(v["version"]),
+            v["task"],
+            f"{v['config']['architecture']}/{v['config']['cell']}",
+            str(v["epochs"]),
+            f"{metrics.get('loss', float('nan')):.4f}",
+            f"{metrics.get('train_char_accuracy', 0):.0%}",
+            v["created_at"][:19],
+        )
+    out.print(table)
 
 
 def main() -> None:

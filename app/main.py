@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,14 @@ from app import __version__
 from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
+from app.api.observability import (
+    Metrics,
+    ObservabilityMiddleware,
+    RegistryCollector,
+    configure_logging,
+)
 from app.api.routes import health, jobs, models, predict, train
+from app.api.routes.playground import install_playground
 from app.jobs.runner import make_runner
 from app.ml.device import resolve_device
 from app.serving.cache import ModelCache
@@ -24,7 +32,7 @@ from app.store.registry import Registry
 log = logging.getLogger("charnn")
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: Metrics) -> Services:
     layout = StoreLayout(settings.store_dir)
     layout.ensure()
     registry = Registry.connect(settings.registry_url)
@@ -35,24 +43,38 @@ def build_services(settings: Settings) -> Services:
         layout=layout,
         runner=make_runner(settings, registry),
         cache=cache,
-        serving=Serving(settings, registry, cache),
+        serving=Serving(settings, registry, cache, on_batch=metrics.batch_size.observe),
+        metrics=metrics,
     )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        configure_logging(settings.log_level, settings.log_format == "json")
+        services = build_services(settings, metrics)
         app.state.services = services
+        metrics.registry.register(
+            RegistryCollector(
+                services.registry.jobs_by_status,
+                services.registry.recent_epoch_seconds,
+                lambda: len(services.cache),
+            )
+        )
         services.runner.start()
+        # everything loaded so far lives as long as the process: keep it out of the
+        # collector's way, or each full collection walks torch's objects (tail latency)
+        gc.collect()
+        gc.freeze()
         log.info("charnn %s ready: store %s", __version__, services.layout.root)
         try:
             yield
         finally:
             services.runner.stop()
-            await services.serving.close()
+            services.serving.close()
             services.registry.close()
 
     app = FastAPI(
@@ -64,9 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    install_docs(app)
-    for module in (train, jobs, models, predict, health):
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    # routes are matched in order: predict, the hot path, first; the static mounts last
+    for module in (predict, health, train, jobs, models):
         app.include_router(module.router)
+    install_docs(app)
+    install_playground(app)
     return app
 
 

@@ -20,6 +20,8 @@ from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
 from app.store.tables import JobRow, JobStatus, ModelRow, VersionRow, utcnow
 
+VERSION_MAX = 2**31 - 1  # the registry keeps version numbers in a 32-bit integer column
+
 HELLO_TRAIN_EXAMPLE: dict[str, Any] = {
     "model_name": "hello",
     "data": {"pairs": [{"input": "hello", "target": "ohlol"}]},
@@ -118,7 +120,9 @@ class PredictRequest(BaseModel):
     )
 
     model_name: ModelName
-    version: int | None = Field(None, ge=1, description="Default: the latest version.")
+    version: int | None = Field(
+        None, ge=1, le=VERSION_MAX, description="Default: the latest version."
+    )
     inputs: list[str] = Field(min_length=1, description="Sequences to map, one output each.")
     return_probabilities: bool = Field(
         False, description="Also return the probability of each chosen character."
@@ -154,7 +158,7 @@ class GenerateRequest(BaseModel):
     )
 
     model_name: ModelName
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=VERSION_MAX)
     prompt: str = Field(min_length=1)
     length: int = Field(100, ge=1, description="Characters to add to the prompt.")
     temperature: float = Field(1.0, ge=0.0, le=10.0, description="0: always the likeliest.")

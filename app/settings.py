@@ -92,7 +92,12 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(
         8, ge=1, le=10_000, description="Loaded model versions kept per device (LRU)."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Level of charnn's own logs (API and workers)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or one JSON object per line (with the request id)."
+    )
 
     @field_validator("device")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.observability import Metrics
 from app.jobs.runner import JobRunner
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
@@ -26,6 +27,7 @@ class Services:
     runner: JobRunner
     cache: ModelCache
     serving: Serving
+    metrics: Metrics
 
 
 def services_of(request: Request) -> Services:

@@ -8,10 +8,13 @@ others answer ``{"detail": "<message>"}``.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -41,8 +44,24 @@ def field_loc(field: str, prefix: tuple[str | int, ...] = ("body",)) -> list[str
     return loc
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON can carry it: a request may hold NaN, infinities and lone
+    surrogates (Python's JSON parser takes them), which a response cannot encode."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return JSONResponse(
+        {"detail": json_safe(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
 
 
 def unknown_characters(exc: UnknownCharactersError, prefix: str = "") -> JSONResponse:
@@ -67,7 +86,14 @@ def field_error(field: str, message: str, kind: str) -> JSONResponse:
 
 
 def message(status_code: int, exc: Exception, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers or None)
+    detail = json_safe(str(exc))
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers or None)
+
+
+async def handle_invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422, made safe to encode whatever the request held."""
+    assert isinstance(exc, RequestValidationError)
+    return unprocessable(jsonable_encoder(exc.errors()))
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -112,6 +138,7 @@ async def handle_database_down(_request: Request, exc: Exception) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, handle_invalid_request)
     app.add_exception_handler(CharnnError, handle_domain_error)
     app.add_exception_handler(OperationalError, handle_database_down)
     app.add_exception_handler(InterfaceError, handle_database_down)

@@ -18,6 +18,18 @@ WIDTH, HEIGHT = 720, 400
 LEFT, RIGHT, TOP, BOTTOM = 64, 72, 72, 52  # margins around the plot area
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 INK, MUTED, GRID = "#1f2328", "#57606a", "#d8dee4"
+MAX_MARKERS = 40  # a dot per epoch up to this many epochs, then lines only
+
+
+# (label, css class, colour, dash, on the accuracy axis, EpochMetrics field); the first two
+# are always drawn (and named in the legend), the validation ones when a job has them
+SERIES = (
+    ("loss", "loss", "#0b5cad", None, False, "loss"),
+    ("train char accuracy", "train-accuracy", "#b35c00", None, True, "train_char_accuracy"),
+    ("val loss", "val-loss", "#0b5cad", "6 4", False, "val_loss"),
+    ("val char accuracy", "val-accuracy", "#1a7f37", "6 4", True, "val_char_accuracy"),
+)
+ALWAYS = 2
 
 
 @dataclass(frozen=True)
@@ -32,32 +44,13 @@ class Curve:
 
 def curves(history: Sequence[EpochMetrics]) -> list[Curve]:
     """The curves worth drawing: loss and train accuracy always, validation ones when present."""
-
-    def series(value: Callable[[EpochMetrics], float | None]) -> list[tuple[int, float]]:
-        pairs = ((e.epoch, value(e)) for e in history)
-        return [(x, y) for x, y in pairs if y is not None and math.isfinite(y)]
-
-    found = [
-        Curve("loss", "loss", "#0b5cad", None, False, series(lambda e: e.loss)),
-        Curve("val loss", "val-loss", "#0b5cad", "6 4", False, series(lambda e: e.val_loss)),
-        Curve(
-            "train char accuracy",
-            "train-accuracy",
-            "#b35c00",
-            None,
-            True,
-            series(lambda e: e.train_char_accuracy),
-        ),
-        Curve(
-            "val char accuracy",
-            "val-accuracy",
-            "#1a7f37",
-            "6 4",
-            True,
-            series(lambda e: e.val_char_accuracy),
-        ),
-    ]
-    return [c for c in found if c.points or c.css_class in ("loss", "train-accuracy")]
+    found = []
+    for i, (label, css_class, color, dash, on_accuracy_axis, field) in enumerate(SERIES):
+        values = ((e.epoch, getattr(e, field)) for e in history)
+        points = [(x, y) for x, y in values if y is not None and math.isfinite(y)]
+        if points or i < ALWAYS:
+            found.append(Curve(label, css_class, color, dash, on_accuracy_axis, points))
+    return found
 
 
 def nice_ceiling(value: float) -> float:
@@ -68,10 +61,14 @@ def nice_ceiling(value: float) -> float:
     return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9))
 
 
-def epoch_ticks(last: int, most: int = 10) -> list[int]:
-    step = max(1, math.ceil(last / most))
-    ticks = list(range(1, last + 1, step))
-    return ticks if ticks[-1] == last else [*ticks, last]
+def epoch_ticks(last: int) -> list[int]:
+    """1, 3, 5 ... for short runs; 1 and round multiples (20, 40 ...) for long ones."""
+    rough = last / 10
+    power = 10 ** math.floor(math.log10(max(rough, 1)))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough)
+    if step <= 2:
+        return list(range(1, last + 1, step))
+    return [1, *range(step, last + 1, step)]
 
 
 def number(value: float) -> str:
@@ -79,7 +76,7 @@ def number(value: float) -> str:
 
 
 def text(x: float, y: float, content: str, **attrs: str) -> str:
-    extra = "".join(f' {k.replace("_", "-")}="{escape(v)}"' for k, v in attrs.items())
+    extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{escape(v)}"' for k, v in attrs.items())
     return f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{escape(content)}</text>'
 
 
@@ -89,11 +86,14 @@ def job_plot_svg(history: Sequence[EpochMetrics], title: str) -> str:
     bottom, right = TOP + plot_h, LEFT + plot_w
     drawn = curves(history)
     last_epoch = max((e.epoch for e in history), default=1)
-    loss_top = nice_ceiling(max((y for c in drawn if not c.on_accuracy_axis for _, y in c.points),
-                                default=1.0))
+    loss_top = nice_ceiling(
+        max((y for c in drawn if not c.on_accuracy_axis for _, y in c.points), default=1.0)
+    )
 
     def px(epoch: float) -> float:
-        return LEFT + plot_w / 2 if last_epoch == 1 else LEFT + (epoch - 1) / (last_epoch - 1) * plot_w
+        return (
+            LEFT + plot_w / 2 if last_epoch == 1 else LEFT + (epoch - 1) / (last_epoch - 1) * plot_w
+        )
 
     def py(value: float, accuracy: bool) -> float:
         top = 1.0 if accuracy else loss_top
@@ -111,8 +111,14 @@ def job_plot_svg(history: Sequence[EpochMetrics], title: str) -> str:
     parts += axes(px, py, last_epoch, loss_top, plot_h, bottom, right)
     if not history:
         parts.append(
-            text(LEFT + plot_w / 2, TOP + plot_h / 2, "No epochs yet", text_anchor="middle",
-                 fill=MUTED, font_size="14")
+            text(
+                LEFT + plot_w / 2,
+                TOP + plot_h / 2,
+                "No epochs yet",
+                text_anchor="middle",
+                fill=MUTED,
+                font_size="14",
+            )
         )
     for curve in drawn:
         parts += draw_curve(curve, px, py)
@@ -130,7 +136,7 @@ def axes(
     bottom: float,
     right: float,
 ) -> list[str]:
-    parts = ['<g class="grid" stroke="#d8dee4" stroke-width="1">']
+    parts = [f'<g class="grid" stroke="{GRID}" stroke-width="1">']
     for i in range(5):
         y = py(i / 4, True)
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>')
@@ -151,10 +157,22 @@ def axes(
     middle = TOP + plot_h / 2
     parts += [
         text((LEFT + right) / 2, bottom + 40, "epoch", text_anchor="middle", class_="axis-label"),
-        text(18, middle, "loss", text_anchor="middle", class_="axis-label",
-             transform=f"rotate(-90 18 {middle:.1f})"),
-        text(WIDTH - 14, middle, "accuracy", text_anchor="middle", class_="axis-label",
-             transform=f"rotate(90 {WIDTH - 14} {middle:.1f})"),
+        text(
+            18,
+            middle,
+            "loss",
+            text_anchor="middle",
+            class_="axis-label",
+            transform=f"rotate(-90 18 {middle:.1f})",
+        ),
+        text(
+            WIDTH - 14,
+            middle,
+            "accuracy",
+            text_anchor="middle",
+            class_="axis-label",
+            transform=f"rotate(90 {WIDTH - 14} {middle:.1f})",
+        ),
     ]
     return parts
 
@@ -171,7 +189,8 @@ def draw_curve(
         f'<g class="curve {curve.css_class}" stroke="{curve.color}" fill="{curve.color}">',
         f'<polyline points="{points}" fill="none" stroke-width="2"{dash}/>',
     ]
-    parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5"/>' for x, y in coords]
+    if len(coords) <= MAX_MARKERS:
+        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5"/>' for x, y in coords]
     parts.append("</g>")
     return parts
 

@@ -51,7 +51,7 @@ class TextData(BaseModel):
 
 
 def _data_kind(value: Any) -> str | None:
-    source = value if isinstance(value, dict) else vars(value)
+    source = value if isinstance(value, dict) else getattr(value, "__dict__", {})
     if "pairs" in source:
         return "pairs"
     return "text" if "text" in source else None

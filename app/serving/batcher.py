@@ -14,7 +14,7 @@ next batch: under load batches grow by themselves, and a lone request never wait
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -32,9 +32,15 @@ class Pending:
 
 class Batcher:
     def __init__(
-        self, predictor: Predictor, executor: Executor, max_batch: int, max_wait: float
+        self,
+        predictor: Predictor,
+        executor: Executor,
+        max_batch: int,
+        max_wait: float,
+        on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self.predictor = predictor
+        self.on_batch = on_batch
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -97,8 +103,10 @@ class Batcher:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result([_trim(r, pending) for r in mine])
-        self.batch_sizes.append(sum(len(p.ids) for p in batch))
+        size = sum(len(p.ids) for p in batch)
+        self.batch_sizes.append(size)
         del self.batch_sizes[:-1000]
+        self.on_batch(size)
 
 
 def _trim(prediction: Prediction, pending: Pending) -> Prediction:

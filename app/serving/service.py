@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -28,8 +28,15 @@ VersionKey = tuple[str, int | None]
 
 
 class Serving:
-    def __init__(self, settings: Settings, registry: Registry, cache: ModelCache) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        cache: ModelCache,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ) -> None:
         self.settings = settings
+        self.on_batch = on_batch
         self.registry = registry
         self.cache = cache
         # one compute thread: forward passes queue up instead of fighting over the cores
@@ -73,6 +80,7 @@ class Serving:
                 self.compute,
                 self.settings.batch_max_size,
                 self.settings.batch_max_wait_ms / 1000,
+                self.on_batch,
             )
             self._batchers[key] = batcher
         return batcher

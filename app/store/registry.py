@@ -146,6 +146,20 @@ class Registry:
             ).all()
             return list(rows), total
 
+    def jobs_by_status(self) -> dict[str, int]:
+        with self._sessions() as session:
+            rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+            counts = {status.value: 0 for status in JobStatus}
+            counts.update({str(status): int(count) for status, count in rows.tuples()})
+            return counts
+
+    def recent_epoch_seconds(self, limit: int = 500) -> list[float]:
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(EpochRow.metrics).order_by(EpochRow.id.desc()).limit(limit)
+            ).all()
+            return [float(m["seconds"]) for m in rows]
+
     def count_jobs(self, statuses: frozenset[JobStatus]) -> int:
         with self._sessions() as session:
             query = select(func.count()).where(JobRow.status.in_(statuses))

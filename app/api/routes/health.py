@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import ServicesDep
 from app.schemas import Health
@@ -36,3 +37,11 @@ def readyz(services: ServicesDep) -> Health | JSONResponse:
     if ready:
         return health
     return JSONResponse(health.model_dump(), status_code=503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(services: ServicesDep) -> PlainTextResponse:
+    """Prometheus metrics: requests and latency by route, predictions, batches, jobs, models."""
+    return PlainTextResponse(
+        generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

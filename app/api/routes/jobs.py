@@ -1,4 +1,4 @@
-"""Jobs: list, read, follow as server-sent events, cancel."""
+"""Jobs: list, read, follow as server-sent events, plot, cancel."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import JobDep, ServicesDep
+from app.api.plots import job_plot_svg
 from app.jobs.spec import ModelName
 from app.schemas import JobList, JobPublic, job_public
 from app.store.registry import Registry
@@ -28,7 +29,7 @@ def list_jobs(
     status: JobStatus | None = None,
     model_name: Annotated[ModelName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobList:
     """Jobs, newest first, optionally filtered by status and model."""
     rows, total = services.registry.list_jobs(
@@ -81,3 +82,14 @@ async def follow_job(registry: Registry, job_id: str) -> AsyncIterator[str]:
             return
         await asyncio.sleep(EVENT_POLL_SECONDS)
         quiet += EVENT_POLL_SECONDS
+
+
+@router.get(
+    "/{job_id}/plot.svg",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
+def job_plot(job: JobDep) -> Response:
+    """The job's loss and accuracy curves, one point per epoch, as an SVG image."""
+    svg = job_plot_svg(job_public(job).history, title=f"{job.model_name}, job {job.id[:8]}")
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})

@@ -27,6 +27,7 @@ async def predict(request: PredictRequest, http: Request) -> Response:
         top_k=request.top_k,
         probabilities=request.return_probabilities,
     )
+    services.metrics.predictions.labels(request.model_name).inc(len(predictions))
     response = predict_response(request, row.version, predictions)
     # serialized here, once: FastAPI would validate the response model a second time
     return Response(response.model_dump_json(), media_type="application/json")

@@ -1,0 +1,575 @@
+// charnn playground: talks to the public API only (POST /train, GET /jobs/{id}/events,
+// GET /models, GET /models/{name}, POST /predict, POST /generate). No dependencies.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART = { width: 640, height: 300, left: 52, right: 52, top: 16, bottom: 44 };
+const MAX_ROWS = 500; // epochs shown in the table (the newest ones)
+const MAX_MARKERS = 40; // a dot per epoch up to this many epochs, then lines only
+
+const $ = (id) => document.getElementById(id);
+let following = null; // { source: EventSource, job } while a job is followed
+
+// --- talking to the API -------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, lines) {
+    super(lines.join("; "));
+    this.status = status;
+    this.lines = lines;
+  }
+}
+
+// "data.pairs[0]" from ["body", "data", "pairs", 0]: the field named as the API names it.
+function formatLoc(loc) {
+  const parts = Array.isArray(loc) && loc[0] === "body" ? loc.slice(1) : loc || [];
+  return parts.reduce((path, part) => {
+    if (typeof part === "number") return `${path}[${part}]`;
+    return path ? `${path}.${part}` : String(part);
+  }, "");
+}
+
+function errorLines(status, data, text) {
+  if (data && Array.isArray(data.detail)) {
+    return data.detail.map((e) => [formatLoc(e.loc), e.msg]);
+  }
+  if (data && typeof data.detail === "string") return [["", data.detail]];
+  return [["", `HTTP ${status}${text ? `: ${text.slice(0, 300)}` : ""}`]];
+}
+
+async function api(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(0, [["", `could not reach the service (${err.message})`]]);
+  }
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, errorLines(response.status, data, text));
+  return data;
+}
+
+// --- small DOM helpers --------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// title: "Training refused"; the HTTP status is added when the API answered.
+function showError(box, err, title) {
+  box.replaceChildren();
+  const lines = err instanceof ApiError ? err.lines : [["", String(err)]];
+  const status = err instanceof ApiError && err.status ? ` (HTTP ${err.status})` : "";
+  box.append(el("p", {}, `${title}${status}:`));
+  const list = el("ul");
+  for (const [loc, msg] of lines) {
+    const item = el("li");
+    if (loc) item.append(el("code", {}, loc), ": ");
+    item.append(msg);
+    list.append(item);
+  }
+  box.append(list);
+  box.hidden = false;
+}
+
+function clearError(box) {
+  box.hidden = true;
+  box.replaceChildren();
+}
+
+const percent = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 100)}%`);
+const fixed = (x) => (x === null || x === undefined ? "–" : Number(x).toPrecision(4));
+const tick = (x) => String(Number(x.toPrecision(4)));
+
+// --- the training form --------------------------------------------------------------------
+
+function dataKind() {
+  return document.querySelector('input[name="data_kind"]:checked').value;
+}
+
+// "hello -> ohlol": one space either side of the arrow is layout, any other is data.
+function parsePairs(source) {
+  const pairs = [];
+  const problems = [];
+  source.split("\n").forEach((raw, index) => {
+    const line = raw.replace(/\r$/, "");
+    if (!line.trim()) return;
+    const arrow = line.indexOf("->");
+    if (arrow < 0) {
+      problems.push([`line ${index + 1}`, "write each pair as input -> target"]);
+      return;
+    }
+    pairs.push({
+      input: line.slice(0, arrow).replace(/ $/, ""),
+      target: line.slice(arrow + 2).replace(/^ /, ""),
+    });
+  });
+  return { pairs, problems };
+}
+
+function numberField(id, problems) {
+  const input = $(id);
+  if (input.disabled) return undefined;
+  if (input.validity.badInput) {
+    problems.push([document.querySelector(`label[for="${id}"]`).textContent, "enter a number"]);
+    return undefined;
+  }
+  return input.value.trim() === "" ? undefined : Number(input.value);
+}
+
+function trainRequest() {
+  const problems = [];
+  const hyperparameters = {
+    architecture: $("architecture").value,
+    cell: $("cell").value,
+    optimizer: $("optimizer").value,
+  };
+  for (const id of [
+    "hidden_size", "embedding_size", "num_layers", "learning_rate", "epochs",
+    "validation_fraction", "seq_len",
+  ]) {
+    const value = numberField(id, problems);
+    if (value !== undefined) hyperparameters[id] = value;
+  }
+  const seed = numberField("seed", problems);
+  hyperparameters.seed = seed === undefined ? null : seed;
+
+  let data;
+  if (dataKind() === "pairs") {
+    const parsed = parsePairs($("pairs").value);
+    problems.push(...parsed.problems);
+    data = { pairs: parsed.pairs };
+  } else {
+    data = { text: $("text").value };
+  }
+  return { request: { model_name: $("model-name").value.trim(), data, hyperparameters }, problems };
+}
+
+// Fields that the chosen architecture or data ignore are disabled, and not sent.
+function syncTrainForm() {
+  const architecture = $("architecture").value;
+  const kind = dataKind();
+  $("pairs-field").hidden = kind !== "pairs";
+  $("text-field").hidden = kind !== "text";
+  for (const input of document.querySelectorAll("[data-arch]")) {
+    input.disabled = !input.dataset.arch.split(" ").includes(architecture);
+  }
+  for (const input of document.querySelectorAll("[data-kind]")) {
+    input.disabled = input.dataset.kind !== kind;
+  }
+  $("architecture-hint").textContent =
+    architecture === "embedding_rnn"
+      ? "Embedding → recurrent layers → Linear."
+      : "One-hot inputs; the hidden state is the output, so its size is the output vocabulary's.";
+}
+
+async function startTraining(event) {
+  event.preventDefault();
+  const box = $("train-error");
+  clearError(box);
+  const { request, problems } = trainRequest();
+  if (problems.length) {
+    showError(box, new ApiError(0, problems), "Check the form");
+    return;
+  }
+  $("train-button").disabled = true;
+  try {
+    const job = await api("POST", "/train", request);
+    follow(job, request);
+  } catch (err) {
+    showError(box, err, "Training refused");
+    $("train-button").disabled = false;
+  }
+}
+
+// --- following a job ----------------------------------------------------------------------
+
+function follow(job, request) {
+  if (following) following.source.close();
+  const source = new EventSource(`/jobs/${encodeURIComponent(job.id)}/events`);
+  following = { source, job, request, lastStatus: null };
+  $("cancel-button").disabled = false;
+  $("plot-link").href = `/jobs/${encodeURIComponent(job.id)}/plot.svg`;
+  $("plot-link").hidden = false;
+  renderJob(job);
+  source.addEventListener("job", (e) => renderJob(JSON.parse(e.data)));
+  source.addEventListener("end", (e) => {
+    source.close();
+    const final = JSON.parse(e.data);
+    renderJob(final);
+    finished(final);
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) {
+      setStatus("The event stream closed before the job ended; reload to look again.", "failed");
+      jobEnded();
+    }
+  };
+}
+
+function setStatus(message, kind = "") {
+  const status = $("train-status");
+  status.textContent = message;
+  status.className = `status ${kind}`;
+}
+
+function renderJob(job) {
+  if (following) following.job = job;
+  $("train-progress").value = job.progress;
+  const eta = job.eta_seconds ? `, about ${Math.ceil(job.eta_seconds)} s left` : "";
+  $("progress-label").textContent = `${job.epoch} / ${job.epochs} epochs${eta}`;
+  // announce status changes, not every epoch: the table and chart carry the details
+  if (following && job.status !== following.lastStatus) {
+    following.lastStatus = job.status;
+    const label = { queued: "queued", running: "training" }[job.status];
+    if (label) setStatus(`Job ${job.id.slice(0, 8)} for ${job.model_name}: ${label}…`);
+  }
+  drawChart(job.history, job.epochs);
+  renderEpochs(job.history);
+}
+
+function finished(job) {
+  const last = job.history[job.history.length - 1];
+  const said = last ? ` Last prediction: “${last.sample_prediction}”.` : "";
+  if (job.status === "succeeded") {
+    setStatus(`Done: ${job.model_name} version ${job.version} is ready.${said}`, "succeeded");
+    const pairs = following && following.request.data.pairs;
+    if (pairs) $("predict-inputs").value = pairs[0].input;
+    loadModels(job.model_name, job.version);
+  } else if (job.status === "failed") {
+    setStatus(`Job ${job.id.slice(0, 8)} failed.`, "failed");
+    const reason = new ApiError(0, [["", job.error || "no reason given"]]);
+    showError($("train-error"), reason, "The job failed");
+  } else {
+    setStatus(`Job ${job.id.slice(0, 8)} ${job.status} after ${job.epoch} epochs.`, job.status);
+  }
+  jobEnded();
+}
+
+function jobEnded() {
+  $("train-button").disabled = false;
+  $("cancel-button").disabled = true;
+}
+
+async function cancelJob() {
+  if (!following) return;
+  try {
+    await api("POST", `/jobs/${encodeURIComponent(following.job.id)}/cancel`);
+    setStatus("Cancelling: the job stops within one epoch…");
+  } catch (err) {
+    showError($("train-error"), err, "Cancel refused");
+  }
+}
+
+function targetOf(input) {
+  const pairs = following && following.request.data.pairs;
+  const pair = pairs ? pairs.find((p) => p.input === input) : null;
+  return pair ? pair.target : null;
+}
+
+function renderEpochs(history) {
+  const body = $("epoch-table").tBodies[0];
+  const shown = history.slice(-MAX_ROWS);
+  const rows = shown.map((e) => {
+    const row = el(
+      "tr",
+      {},
+      el("td", {}, String(e.epoch)),
+      el("td", {}, fixed(e.loss)),
+      el("td", {}, percent(e.train_char_accuracy)),
+      el("td", { class: "mono", title: e.sample_input }, e.sample_input),
+      el(
+        "td",
+        { class: "prediction", title: e.sample_prediction },
+        el("span", { class: "predicted" }, e.sample_prediction),
+      ),
+    );
+    if (targetOf(e.sample_input) === e.sample_prediction) {
+      row.classList.add("match");
+      row.cells[4].append(el("span", { class: "visually-hidden" }, " (matches the target)"));
+    }
+    return row;
+  });
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { class: "empty", colspan: "5" }, "No epochs yet.")));
+  }
+  body.replaceChildren(...rows);
+  const scroller = body.closest(".table-scroll");
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+// --- the chart: inline SVG, loss on the left axis, accuracy (0-100%) on the right --------
+
+function niceCeiling(value) {
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((v) => v >= value * (1 - 1e-9));
+}
+
+// Epoch labels: 1, 3, 5 ... for short runs; 1 and round multiples (20, 40 ...) for long ones.
+function epochTicks(last) {
+  const rough = last / 10;
+  const power = 10 ** Math.floor(Math.log10(Math.max(rough, 1)));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((v) => v >= rough);
+  if (step <= 2) return Array.from({ length: Math.ceil(last / step) }, (_, i) => 1 + i * step);
+  const ticks = [1];
+  for (let epoch = step; epoch <= last; epoch += step) ticks.push(epoch);
+  return ticks;
+}
+
+// A text label of the chart, centred on (x, y) unless attrs say otherwise.
+function label(x, y, text, attrs = {}) {
+  return svg("text", { x, y, "text-anchor": "middle", ...attrs }, text);
+}
+
+function drawChart(history, epochs) {
+  const chart = $("chart");
+  const { width, height, left, right, top, bottom } = CHART;
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  const lastEpoch = Math.max(epochs, ...history.map((e) => e.epoch), 1);
+  const finite = (v) => typeof v === "number" && Number.isFinite(v);
+  const losses = history.flatMap((e) => [e.loss, e.val_loss]).filter(finite);
+  const lossTop = niceCeiling(Math.max(0, ...losses));
+  const x = (epoch) =>
+    lastEpoch === 1 ? left + plotW / 2 : left + ((epoch - 1) / (lastEpoch - 1)) * plotW;
+  const y = (value, max) => top + plotH - Math.max(0, Math.min(value / max, 1)) * plotH;
+
+  const title = chart.querySelector("title");
+  title.textContent = history.length
+    ? `Loss and accuracy for ${history.length} of ${epochs} epochs; ` +
+      `last loss ${fixed(history[history.length - 1].loss)}, ` +
+      `char accuracy ${percent(history[history.length - 1].train_char_accuracy)}`
+    : "Loss and accuracy per epoch: no epochs yet";
+  const parts = [title];
+
+  for (let i = 0; i <= 4; i++) {
+    const gy = y(i / 4, 1);
+    parts.push(svg("line", { class: "grid-line", x1: left, x2: left + plotW, y1: gy, y2: gy }));
+    parts.push(label(left - 8, gy + 4, tick((lossTop * i) / 4), { "text-anchor": "end" }));
+    parts.push(label(left + plotW + 8, gy + 4, `${i * 25}%`, { "text-anchor": "start" }));
+  }
+  for (const epoch of epochTicks(lastEpoch)) {
+    parts.push(label(x(epoch), top + plotH + 18, String(epoch)));
+  }
+  const frame = `M${left},${top}V${top + plotH}H${left + plotW}V${top}`;
+  parts.push(svg("path", { class: "axis", fill: "none", d: frame }));
+  const midX = left + plotW / 2;
+  const midY = top + plotH / 2;
+  parts.push(
+    label(midX, height - 6, "epoch", { class: "axis-label" }),
+    label(14, midY, "loss", { class: "axis-label", transform: `rotate(-90 14 ${midY})` }),
+    label(width - 10, midY, "accuracy", {
+      class: "axis-label",
+      transform: `rotate(90 ${width - 10} ${midY})`,
+    }),
+  );
+  if (!history.length) parts.push(label(midX, midY, "No epochs yet", { class: "empty" }));
+  const series = [
+    ["loss", (e) => e.loss, lossTop],
+    ["accuracy", (e) => e.train_char_accuracy, 1],
+    ["val-loss", (e) => e.val_loss, lossTop],
+    ["val-accuracy", (e) => e.val_char_accuracy, 1],
+  ];
+  const present = new Set();
+  for (const [name, value, max] of series) {
+    const points = history
+      .filter((e) => finite(value(e)))
+      .map((e) => [x(e.epoch).toFixed(1), y(value(e), max).toFixed(1)]);
+    if (!points.length) continue;
+    present.add(name);
+    const group = svg("g", { class: `series ${name}` });
+    const line = points.map(([px, py]) => `${px},${py}`).join(" ");
+    group.append(svg("polyline", { class: `line ${name}`, points: line }));
+    if (points.length <= MAX_MARKERS) {
+      for (const [cx, cy] of points) group.append(svg("circle", { class: name, cx, cy, r: 3 }));
+    }
+    parts.push(group);
+  }
+  $("legend-val-loss").hidden = !present.has("val-loss");
+  $("legend-val-accuracy").hidden = !present.has("val-accuracy");
+  chart.replaceChildren(...parts);
+}
+
+// --- models, versions, predict and generate -----------------------------------------------
+
+async function loadModels(selectName, selectVersion) {
+  const box = $("models-error");
+  clearError(box);
+  try {
+    const models = await api("GET", "/models");
+    const select = $("model-select");
+    const keep = selectName || select.value;
+    const count = (n) => `${n} version${n === 1 ? "" : "s"}`;
+    select.replaceChildren(
+      ...models.map((m) => el("option", { value: m.name }, `${m.name} (${count(m.version_count)})`)),
+    );
+    if (!models.length) select.append(el("option", { value: "" }, "no models yet: train one"));
+    if (models.some((m) => m.name === keep)) select.value = keep;
+    await loadVersions(selectVersion);
+  } catch (err) {
+    showError(box, err, "Listing models failed");
+  }
+}
+
+async function loadVersions(selectVersion) {
+  const name = $("model-select").value;
+  const select = $("version-select");
+  const body = $("versions").tBodies[0];
+  const usable = Boolean(name);
+  $("predict-button").disabled = !usable;
+  $("generate-button").disabled = !usable;
+  if (!name) {
+    select.replaceChildren(el("option", { value: "" }, "–"));
+    const empty = el("td", { class: "empty", colspan: "7" }, "No models yet.");
+    body.replaceChildren(el("tr", {}, empty));
+    return;
+  }
+  const model = await api("GET", `/models/${encodeURIComponent(name)}`);
+  const versions = [...model.versions].reverse();
+  const latest = versions.length ? versions[0].version : null;
+  select.replaceChildren(
+    el("option", { value: "" }, latest ? `latest (${latest})` : "latest"),
+    ...versions.map((v) => el("option", { value: String(v.version) }, `version ${v.version}`)),
+  );
+  if (versions.some((v) => v.version === selectVersion)) select.value = String(selectVersion);
+  body.replaceChildren(...versions.map(versionRow));
+  markSelectedVersion();
+}
+
+function versionRow(v) {
+  const hp = v.hyperparameters;
+  const layers = `${v.config.num_layers}×${v.config.hidden_size}`;
+  const arch =
+    hp.architecture === "embedding_rnn"
+      ? `${hp.architecture} (${hp.cell}, ${layers})`
+      : `${hp.architecture} (${hp.cell})`;
+  const metrics = v.metrics || {};
+  return el(
+    "tr",
+    { "data-version": String(v.version) },
+    el("th", { scope: "row" }, String(v.version)),
+    el("td", {}, v.task),
+    el("td", {}, arch),
+    el("td", { class: "mono" }, `${v.vocab.input.join("")} → ${v.vocab.output.join("")}`),
+    el("td", {}, fixed(metrics.loss)),
+    el("td", {}, percent(metrics.train_char_accuracy)),
+    el("td", {}, new Date(v.created_at).toLocaleString()),
+  );
+}
+
+function markSelectedVersion() {
+  const rows = $("versions").tBodies[0].rows;
+  const chosen = $("version-select").value || (rows[0] && rows[0].dataset.version);
+  for (const row of rows) row.classList.toggle("selected", row.dataset.version === chosen);
+}
+
+function chosenModel() {
+  const version = $("version-select").value;
+  return { model_name: $("model-select").value, ...(version ? { version: Number(version) } : {}) };
+}
+
+async function predict(event) {
+  event.preventDefault();
+  const box = $("predict-error");
+  const output = $("predict-output");
+  clearError(box);
+  const inputs = $("predict-inputs")
+    .value.split("\n")
+    .map((s) => s.replace(/\r$/, ""))
+    .filter((s) => s.length);
+  try {
+    const answer = await api("POST", "/predict", { ...chosenModel(), inputs });
+    output.replaceChildren(
+      ...answer.outputs.map((out, i) =>
+        el(
+          "li",
+          {},
+          el("code", {}, inputs[i]),
+          el("span", { class: "arrow", "aria-label": "gives" }, "→"),
+          el("output", {}, out),
+        ),
+      ),
+      el("li", { class: "version" }, `${answer.model_name}, version ${answer.version}`),
+    );
+  } catch (err) {
+    output.replaceChildren();
+    showError(box, err, "Prediction refused");
+  }
+}
+
+async function generate(event) {
+  event.preventDefault();
+  const box = $("generate-error");
+  const output = $("generate-output");
+  clearError(box);
+  const problems = [];
+  const request = { ...chosenModel(), prompt: $("prompt").value };
+  const fields = [["length", "length"], ["temperature", "temperature"], ["generate-seed", "seed"]];
+  for (const [id, key] of fields) {
+    const value = numberField(id, problems);
+    if (value !== undefined) request[key] = value;
+  }
+  if (problems.length) {
+    showError(box, new ApiError(0, problems), "Check the form");
+    return;
+  }
+  try {
+    const answer = await api("POST", "/generate", request);
+    const continued = answer.text.startsWith(request.prompt);
+    output.replaceChildren(
+      ...(continued
+        ? [el("strong", {}, request.prompt), answer.text.slice(request.prompt.length)]
+        : [answer.text]),
+    );
+    output.hidden = false;
+  } catch (err) {
+    output.hidden = true;
+    showError(box, err, "Generation refused");
+  }
+}
+
+// --- wiring -------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("train-form").addEventListener("submit", startTraining);
+  $("train-form").addEventListener("change", syncTrainForm);
+  $("cancel-button").addEventListener("click", cancelJob);
+  $("pick-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadModels();
+  });
+  $("model-select").addEventListener("change", () =>
+    loadVersions().catch((err) => showError($("models-error"), err, "Listing versions failed")),
+  );
+  $("version-select").addEventListener("change", markSelectedVersion);
+  $("predict-form").addEventListener("submit", predict);
+  $("generate-form").addEventListener("submit", generate);
+  syncTrainForm();
+  drawChart([], Number($("epochs").value) || 1);
+  renderEpochs([]);
+  loadModels();
+});

@@ -1,0 +1,115 @@
+"""A small HTTP client for charnn, used by the ``charnn`` CLI (and usable from Python).
+
+client = Client("http://127.0.0.1:8000")
+job = client.train({"model_name": "hello", "data": {"pairs": [...]}})
+for job in client.follow(job["id"]):
+    print(job["epoch"], job["status"])
+client.predict("hello", ["hello"])["outputs"]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class ClientError(Exception):
+    """The server refused the request (4xx): ``detail`` is its own wording."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(describe(detail))
+
+
+class ServerUnavailable(Exception):
+    """No answer, or a 5xx: the server is down, overloaded or failing."""
+
+
+def describe(detail: Any) -> str:
+    """One readable line per problem: ``data.pairs.0: input has 5 characters ...``."""
+    if isinstance(detail, list):
+        lines = []
+        for error in detail:
+            loc = [str(p) for p in error.get("loc", []) if p != "body"]
+            lines.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', error)}")
+        return "\n".join(lines)
+    return str(detail)
+
+
+class Client:
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach {self.http.base_url}: {exc}") from exc
+        if response.status_code >= 500:
+            raise ServerUnavailable(f"{response.status_code}: {response.text[:500]}")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ClientError(response.status_code, detail)
+        return response.json() if response.content else None
+
+    # --- training and jobs ----------------------------------------------------------------
+
+    def train(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/train", json=spec)  # type: ignore[no-any-return]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def jobs(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self.request("GET", "/jobs", params=params)  # type: ignore[no-any-return]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+
+    def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job each time it changes (server-sent events), until it ends."""
+        try:
+            with self.http.stream("GET", f"/jobs/{job_id}/events", timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(response.status_code, response.json().get("detail"))
+                event = None
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[len("event: ") :]
+                    elif line.startswith("data: ") and event == "job":
+                        yield json.loads(line[len("data: ") :])
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"lost the event stream: {exc}") from exc
+
+    # --- models and predictions -------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/models")  # type: ignore[no-any-return]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/models/{name}")  # type: ignore[no-any-return]
+
+    def predict(self, model_name: str, inputs: list[str], **options: Any) -> dict[str, Any]:
+        body = {"model_name": model_name, "inputs": inputs, **options}
+        body = {k: v for k, v in body.items() if v is not None}
+        return self.request("POST", "/predict", json=body)  # type: ignore[no-any-return]
+
+    def generate(self, model_name: str, prompt: str, **options: Any) -> dict[str, Any]:
+        body = {"model_name": model_name, "prompt": prompt, **options}
+        body = {k: v for k, v in body.items() if v is not None}
+        return self.request("POST", "/generate", json=body)  # type: ignore[no-any-return]
