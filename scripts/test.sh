@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
 scripts/services.sh
+scripts/browser.sh
 exec "${CHARNN_VENV:-.venv}/bin/python" -m pytest "$@"

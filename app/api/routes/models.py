@@ -14,6 +14,7 @@ from app.errors import LimitExceededError
 from app.jobs.spec import ModelName
 from app.ml.checkpoint import META_FILE, WEIGHTS_FILE
 from app.schemas import (
+    VERSION_MAX,
     ModelPublic,
     ModelSummary,
     VersionPublic,
@@ -26,7 +27,7 @@ from app.store.imports import import_checkpoint
 router = APIRouter(prefix="/models", tags=["models"])
 
 NamePath = Annotated[ModelName, Path(description="The model's name.")]
-VersionPath = Annotated[int, Path(ge=1, description="Version number, from 1.")]
+VersionPath = Annotated[int, Path(ge=1, le=VERSION_MAX, description="Version number, from 1.")]
 CheckpointFile = Literal["checkpoint.json", "weights.safetensors"]
 UPLOAD_CHUNK = 1024 * 1024
 

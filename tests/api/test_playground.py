@@ -1,0 +1,183 @@
+"""The playground at ``/``, end to end: a real headless Chromium against a real uvicorn server.
+
+Needs Debian's chromium and chromium-driver (``scripts/browser.sh`` installs them); the
+test fails, rather than skips, where they are missing, and never downloads a browser.
+Screenshots land in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = Path(os.environ.get("CHARNN_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("CHARNN_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
+CHROME_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1800",
+]
+TRAINING_SECONDS = 30.0
+
+
+@pytest.fixture
+def live_server(start_server: Callable[..., Any]) -> str:
+    """A real uvicorn server (``tests/conftest.py``) on its own empty store: its base URL."""
+    url: str = start_server().base_url
+    return url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium with a fresh profile; the driver is given, so nothing is downloaded."""
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not path.is_file():
+            pytest.fail(f"{path} is missing: run scripts/browser.sh (apt-get install {package})")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(15)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    """The whole page: the window grows to the page's height for the picture."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    size = browser.get_window_size()
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(size["width"], int(height) + 200)
+    try:
+        browser.save_screenshot(str(ARTIFACTS / name))
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
+def console_errors(browser: WebDriver) -> list[str]:
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def text_of(browser: WebDriver, element_id: str) -> str:
+    return str(browser.find_element(By.ID, element_id).text)
+
+
+def test_page_and_assets_are_served_locally(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/static/playground/playground.js" in page.text
+    assert "http://" not in page.text
+    assert "https://" not in page.text
+    for asset, media in (("playground.css", "text/css"), ("playground.js", "text/javascript")):
+        response = client.get(f"/static/playground/{asset}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(media)
+        assert "https://" not in response.text
+    assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_train_watch_and_predict(live_server: str, browser: WebDriver) -> None:
+    browser.get(f"{live_server}/")
+    # the tutorial is the default example
+    assert browser.find_element(By.ID, "pairs").get_attribute("value") == "hello -> ohlol"
+    assert Select(
+        browser.find_element(By.ID, "architecture")
+    ).first_selected_option.text.startswith("rnn_cell")
+    for field, value in (("learning_rate", "0.1"), ("epochs", "15"), ("seed", "1")):
+        assert browser.find_element(By.ID, field).get_attribute("value") == value
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart polyline") == []
+
+    browser.find_element(By.ID, "train-button").click()
+    rows_seen = []
+    deadline = time.monotonic() + TRAINING_SECONDS
+    while not text_of(browser, "train-status").startswith("Done"):
+        assert time.monotonic() < deadline, text_of(browser, "train-status")
+        assert browser.find_element(By.ID, "train-error").is_displayed() is False
+        rows_seen.append(len(browser.find_elements(By.CSS_SELECTOR, "#epoch-table tbody tr")))
+        time.sleep(0.05)
+
+    predicted = [
+        e.text for e in browser.find_elements(By.CSS_SELECTOR, "#epoch-table td .predicted")
+    ]
+    assert rows_seen == sorted(rows_seen)  # the list only grows
+    assert len(predicted) == 15
+    assert predicted[-1] == "ohlol"
+    assert "ohlol" in text_of(browser, "train-status")
+    assert text_of(browser, "progress-label").startswith("15 / 15 epochs")
+    for series in ("loss", "accuracy"):
+        line = browser.find_element(By.CSS_SELECTOR, f"#chart polyline.{series}")
+        assert len(str(line.get_attribute("points")).split()) == 15
+        assert len(browser.find_elements(By.CSS_SELECTOR, f"#chart circle.{series}")) == 15
+    plot_link = browser.find_element(By.ID, "plot-link").get_attribute("href")
+    assert httpx.get(str(plot_link)).headers["content-type"].startswith("image/svg+xml")
+    screenshot(browser, "playground-trained.png")
+
+    # the new model is listed and chosen; predict from the page
+    WebDriverWait(browser, 10).until(
+        lambda b: (
+            Select(b.find_element(By.ID, "version-select")).first_selected_option.text
+            == "version 1"
+        )
+    )
+    assert Select(browser.find_element(By.ID, "model-select")).first_selected_option.text == (
+        "hello (1 version)"
+    )
+    assert browser.find_element(By.ID, "predict-inputs").get_attribute("value") == "hello"
+    browser.find_element(By.ID, "predict-button").click()
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#predict-output output")
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#predict-output output").text == "ohlol"
+    assert "hello, version 1" in text_of(browser, "predict-output")
+    screenshot(browser, "playground-predicted.png")
+    assert console_errors(browser) == []
+
+
+def test_api_errors_are_shown_as_the_api_words_them(live_server: str, browser: WebDriver) -> None:
+    browser.get(f"{live_server}/")
+    pairs = browser.find_element(By.ID, "pairs")
+    pairs.clear()
+    pairs.send_keys("hello -> ohlo")
+    # keyboard only: Enter in a text field submits the form
+    browser.find_element(By.ID, "model-name").send_keys(Keys.END, Keys.ENTER)
+
+    error = browser.find_element(By.ID, "train-error")
+    WebDriverWait(browser, 10).until(lambda _: error.is_displayed())
+    assert error.get_attribute("role") == "alert"
+    assert "refused (HTTP 422)" in error.text
+    assert (
+        "data.pairs[0]: input has 5 characters but target has 4; aligned pairs map each input "
+        "character to one output character"
+    ) in error.text
+    assert browser.find_element(By.ID, "train-button").is_enabled()
+    screenshot(browser, "playground-error.png")

@@ -1,0 +1,391 @@
+"""The registry: jobs move between states only as their owner (lease) allows.
+
+A job is claimed by one owner at a time; an owner whose lease was taken can write
+nothing more; a failed attempt is retried until ``max_attempts``; a job publishes at
+most one version, however often its completion is retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import ConflictError, LeaseLostError, NotFoundError
+from app.store.layout import new_id
+from app.store.registry import NewVersion, Registry
+from app.store.tables import JobRow, JobStatus
+
+METRICS: dict[str, Any] = {"loss": 0.5, "sample_prediction": "ohlol"}
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def registry(url: str) -> Iterator[Registry]:
+    registry = Registry.connect(url)
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def new_job(registry: Registry) -> Callable[..., JobRow]:
+    def create(model_name: str = "hello", max_attempts: int = 3) -> JobRow:
+        return registry.create_job(
+            job_id=new_id(),
+            model_name=model_name,
+            request={"model_name": model_name},
+            device="cpu",
+            epochs=15,
+            max_attempts=max_attempts,
+        )
+
+    return create
+
+
+def a_version() -> NewVersion:
+    return NewVersion(
+        directory=new_id(),
+        task="pairs",
+        config={},
+        hyperparameters={},
+        vocab={},
+        metrics=None,
+        epochs=15,
+        parameters=371,
+        size_bytes=1000,
+        sha256="0" * 64,
+    )
+
+
+def history(registry: Registry, job_id: str) -> list[tuple[int, int]]:
+    return [(row.epoch, row.attempt) for row in registry.get_job(job_id).history]
+
+
+# --- claiming -----------------------------------------------------------------------------------
+
+
+def test_the_oldest_queued_job_is_claimed_first(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    first, second = new_job(), new_job()
+
+    claimed = [registry.claim_next_job("a"), registry.claim_next_job("b")]
+
+    assert [job.id for job in claimed if job] == [first.id, second.id]
+    assert registry.claim_next_job("c") is None
+    job = registry.get_job(first.id)
+    assert (job.status, job.lease_owner, job.attempts) == ("running", "a", 1)
+    assert job.started_at is not None
+
+
+def test_a_running_job_cannot_be_claimed_again(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+
+    assert registry.claim_job(job.id, "b") is None
+    assert registry.get_job(job.id).lease_owner == "a"
+
+
+def test_racing_claims_never_hand_one_job_to_two_owners(
+    url: str, new_job: Callable[..., JobRow]
+) -> None:
+    jobs = {new_job().id for _ in range(40)}
+    claims: list[tuple[str, str]] = []
+    start = threading.Barrier(4)
+
+    def claim_all(owner: str) -> None:
+        registry = Registry.connect(url, migrate=False)  # each its own connections
+        start.wait()
+        try:
+            while (job := registry.claim_next_job(owner)) is not None:
+                claims.append((job.id, owner))
+        finally:
+            registry.close()
+
+    threads = [threading.Thread(target=claim_all, args=(f"owner-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    claimed = [job_id for job_id, _ in claims]
+    assert sorted(claimed) == sorted(jobs)  # every job once, none twice
+    registry = Registry.connect(url, migrate=False)
+    try:
+        for job_id, owner in claims:
+            assert registry.get_job(job_id).lease_owner == owner
+    finally:
+        registry.close()
+
+
+# --- the lease ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda r, job_id: r.heartbeat(job_id, "a"), id="heartbeat"),
+        pytest.param(
+            lambda r, job_id: r.record_epoch(job_id, "a", 1, {"epoch": 3, **METRICS}),
+            id="record_epoch",
+        ),
+        pytest.param(
+            lambda r, job_id: r.finish_job(job_id, "a", JobStatus.FAILED, "x"), id="finish_job"
+        ),
+        pytest.param(
+            lambda r, job_id: r.publish_version("hello", a_version(), job_id=job_id, owner="a"),
+            id="publish_version",
+        ),
+    ],
+)
+def test_a_worker_whose_lease_was_taken_can_write_nothing(
+    registry: Registry, new_job: Callable[..., JobRow], write: Callable[[Registry, str], Any]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    registry.release_job(job.id, None, "the worker running this job stopped responding")
+    registry.claim_job(job.id, "b")
+
+    with pytest.raises(LeaseLostError, match=f"^job {job.id} is no longer leased to a$"):
+        write(registry, job.id)
+
+    after = registry.get_job(job.id)
+    assert (after.status, after.lease_owner, after.epoch, after.version) == (
+        "running",
+        "b",
+        0,
+        None,
+    )
+    assert registry.list_models() == []
+
+
+def test_the_new_owner_writes_on(registry: Registry, new_job: Callable[..., JobRow]) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    registry.record_epoch(job.id, "a", 1, {"epoch": 1, **METRICS})
+    registry.release_job(job.id, None, "the worker running this job stopped responding")
+    registry.claim_job(job.id, "b")
+
+    registry.record_epoch(job.id, "b", 2, {"epoch": 2, **METRICS})
+
+    assert history(registry, job.id) == [(1, 1), (2, 2)]
+    assert registry.get_job(job.id).epoch == 2
+
+
+def test_an_epoch_trained_again_replaces_the_earlier_record(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    registry.record_epoch(job.id, "a", 1, {"epoch": 1, **METRICS})
+    registry.record_epoch(job.id, "a", 1, {"epoch": 2, **METRICS})
+    registry.release_job(job.id, "a", "the service stopped", count_failure=False)
+    registry.claim_job(job.id, "b")
+
+    registry.record_epoch(job.id, "b", 2, {"epoch": 2, **METRICS, "loss": 0.25})
+
+    assert history(registry, job.id) == [(1, 1), (2, 2)]
+    assert registry.get_job(job.id).history[1].metrics["loss"] == 0.25
+
+
+def test_stale_jobs_are_released(registry: Registry, new_job: Callable[..., JobRow]) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+
+    assert registry.release_stale(timedelta(hours=1)) == []
+    assert registry.release_stale(timedelta(0)) == [job.id]
+
+    after = registry.get_job(job.id)
+    assert (after.status, after.failures, after.lease_owner) == ("queued", 1, None)
+    assert after.error == "the worker running this job stopped responding"
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+def test_a_failing_job_is_retried_until_max_attempts_then_fails_with_the_reason(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job(max_attempts=3)
+    outcomes = []
+    for attempt in range(3):
+        registry.claim_job(job.id, f"owner-{attempt}")
+        status = registry.release_job(job.id, f"owner-{attempt}", "RuntimeError: boom")
+        after = registry.get_job(job.id)
+        outcomes.append((status, after.status, after.failures, after.error))
+
+    assert outcomes == [
+        ("queued", "queued", 1, "RuntimeError: boom"),
+        ("queued", "queued", 2, "RuntimeError: boom"),
+        ("failed", "failed", 3, "RuntimeError: boom (gave up after 3 failed attempts)"),
+    ]
+    failed = registry.get_job(job.id)
+    assert (failed.attempts, failed.lease_owner) == (3, None)
+    assert failed.finished_at is not None
+
+
+def test_interruptions_are_not_failures(registry: Registry, new_job: Callable[..., JobRow]) -> None:
+    job = new_job(max_attempts=1)
+    for attempt in range(3):
+        registry.claim_job(job.id, f"owner-{attempt}")
+        registry.release_job(job.id, f"owner-{attempt}", "stopped", count_failure=False)
+
+    after = registry.get_job(job.id)
+    assert (after.status, after.attempts, after.failures) == ("queued", 3, 0)
+
+
+def test_restarting_releases_every_running_job_without_a_failure(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    running, waiting = new_job(), new_job()
+    registry.claim_job(running.id, "a")
+
+    assert registry.release_all_running("the service stopped") == [running.id]
+
+    statuses = [registry.get_job(job.id) for job in (running, waiting)]
+    assert [(job.status, job.failures) for job in statuses] == [("queued", 0), ("queued", 0)]
+    assert statuses[0].error == "the service stopped"
+
+
+def test_only_the_owner_releases_a_job(registry: Registry, new_job: Callable[..., JobRow]) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+
+    assert registry.release_job(job.id, "b", "not mine") == "running"
+    assert registry.get_job(job.id).lease_owner == "a"
+
+
+def test_a_released_job_whose_cancel_was_asked_ends_cancelled(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    registry.request_cancel(job.id)
+
+    assert registry.release_job(job.id, "a", "RuntimeError: boom") == "cancelled"
+    assert registry.get_job(job.id).finished_at is not None
+
+
+# --- cancelling ---------------------------------------------------------------------------------
+
+
+def test_a_queued_job_is_cancelled_at_once(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = registry.request_cancel(new_job().id)
+
+    assert (job.status, job.cancel_requested) == ("cancelled", True)
+    assert registry.claim_next_job("a") is None
+
+
+def test_a_running_job_learns_of_its_cancel_at_its_next_heartbeat(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    assert registry.heartbeat(job.id, "a").cancel_requested is False
+
+    cancelled = registry.request_cancel(job.id)
+
+    assert (cancelled.status, cancelled.cancel_requested) == ("running", True)
+    assert registry.heartbeat(job.id, "a").cancel_requested is True
+
+
+def test_an_ended_job_cannot_be_cancelled(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    registry.finish_job(job.id, "a", JobStatus.FAILED, "DataError")
+
+    with pytest.raises(ConflictError, match=rf"^job {job.id} already ended \(failed\); nothing"):
+        registry.request_cancel(job.id)
+
+
+def test_an_unknown_job_is_not_found(registry: Registry) -> None:
+    with pytest.raises(NotFoundError, match="^job 'nope' does not exist$"):
+        registry.get_job("nope")
+    with pytest.raises(NotFoundError, match="^job 'nope' does not exist$"):
+        registry.request_cancel("nope")
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def test_a_job_publishes_its_version_and_succeeds(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+
+    row = registry.publish_version("hello", a_version(), job_id=job.id, owner="a")
+
+    after = registry.get_job(job.id)
+    assert (row.version, row.job_id) == (1, job.id)
+    assert (after.status, after.version, after.lease_owner, after.error) == (
+        "succeeded",
+        1,
+        None,
+        None,
+    )
+
+
+def test_publishing_twice_for_one_job_returns_the_same_version(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    first = registry.publish_version("hello", a_version(), job_id=job.id, owner="a")
+
+    again = registry.publish_version("hello", a_version(), job_id=job.id, owner="a")
+
+    assert (again.version, again.directory) == (first.version, first.directory)
+    assert [v.version for v in registry.get_model("hello").versions] == [1]
+
+
+def test_versions_are_numbered_per_model(registry: Registry) -> None:
+    numbers = [registry.publish_version(name, a_version()).version for name in "aab"]
+
+    assert numbers == [1, 2, 1]
+    assert registry.get_version("a").version == 2  # the latest when none is named
+    assert registry.get_version("a", 1).version == 1
+
+
+def test_a_model_left_without_versions(registry: Registry) -> None:
+    registry.publish_version("hello", a_version())
+    registry.delete_version("hello", 1)
+
+    with pytest.raises(NotFoundError, match="^model 'hello' has no versions yet$"):
+        registry.get_version("hello")
+
+
+def test_nothing_of_a_model_is_deleted_while_a_job_trains_it(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    registry.publish_version("hello", a_version())
+    job = new_job("hello")
+    message = f"^model 'hello' is being trained by job {job.id}; cancel the job or wait"
+
+    with pytest.raises(ConflictError, match=message):
+        registry.delete_model("hello")
+    with pytest.raises(ConflictError, match=message):
+        registry.delete_version("hello", 1)
+    assert registry.get_version("hello", 1).version == 1
+
+
+def test_deleting_a_model_returns_the_directories_to_remove(registry: Registry) -> None:
+    directories = [registry.publish_version("hello", a_version()).directory for _ in range(2)]
+
+    assert registry.delete_model("hello") == directories
+    with pytest.raises(NotFoundError, match="^model 'hello' does not exist$"):
+        registry.get_model("hello")
