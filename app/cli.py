@@ -103,6 +103,14 @@ def serve(
     """Run the HTTP service on its embedded defaults (SQLite registry, local job runner)."""
     import uvicorn
 
+    from app.api.auth import LOCAL_ONLY, is_loopback
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if not settings.key_scopes and not settings.allow_unauthenticated and not is_loopback(host):
+        err.print(f"[red]refusing to listen on {host}:[/red] {LOCAL_ONLY}")
+        raise typer.Exit(EXIT_REFUSED)
+
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level, access_log=access_log)
 
 
@@ -146,9 +154,9 @@ def check(
 
             httpx.get(url, timeout=4).raise_for_status()
         if redis:
-            from app.jobs.queue import connect
+            from redis import Redis  # not app.jobs.queue: a health check must not load torch
 
-            connect(settings).ping()
+            Redis.from_url(settings.redis_url, socket_timeout=5).ping()
         if database:
             from app.store.registry import Registry
 
@@ -157,6 +165,74 @@ def check(
         typer.echo(f"unhealthy: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo("ok")
+
+
+store = typer.Typer(help="Look after the model store (run where its files are).")
+cli.add_typer(store, name="store", no_args_is_help=True)
+
+
+@store.command("check")
+def store_check(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Fix what is found: delete versions whose files are missing or fail "
+            "verification, remove orphans, unfinished writes, stale job checkpoints "
+            "and foreign files.",
+        ),
+    ] = False,
+    min_age: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds: younger orphans and unfinished writes may belong to a running "
+            "service or worker, so they are only listed. 0 once nothing runs on the store.",
+        ),
+    ] = 600.0,  # app.store.check.LEFTOVER_MIN_AGE_SECONDS (not imported here: torch is slow)
+) -> None:
+    """Check that the registry and the files agree (CHARNN_STORE_DIR, CHARNN_DATABASE_URL).
+
+    Exit 0 when the store is clean (or repaired), 1 while problems remain, 2 when
+    there is no registry to check against.
+    """
+    from app.settings import get_settings
+    from app.store.check import (
+        StoreCheckError,
+        check_store,
+        finding_line,
+        open_registry,
+        repair_store,
+    )
+    from app.store.check import summary as store_summary
+    from app.store.layout import StoreLayout
+
+    settings = get_settings()
+    layout = StoreLayout(settings.store_dir)
+    try:
+        registry = open_registry(settings.registry_url)
+    except StoreCheckError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        report = check_store(registry, layout, min_age=min_age)
+        repaired = repair_store(registry, layout, report) if repair and report.problems else []
+        for line in store_summary(report, repaired):
+            typer.echo(line)
+        if repaired:
+            report = check_store(registry, layout, min_age=min_age)
+    finally:
+        registry.close()
+    if report.problems:
+        if repaired:
+            typer.echo("still:")
+            for finding in report.problems:
+                typer.echo(finding_line(report, finding))
+        typer.echo(f"{len(report.problems)} problem(s) remain", err=True)
+        if not repair:
+            typer.echo("run `charnn store check --repair` to fix them", err=True)
+        raise typer.Exit(1)
+    typer.echo("the store is clean" + (" (repaired)" if repaired else ""))
 
 
 # --- the client: talks to a running server (CHARNN_URL, CHARNN_API_KEY) ----------------------

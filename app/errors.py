@@ -5,6 +5,7 @@
     ├── ConflictError          the resource is busy or in a state that forbids the action
     ├── LimitExceededError     a configured limit was passed; names the limit and setting
     ├── InvalidRequestError    a request that validation alone could not refuse
+    ├── TooManyRequestsError   come back later (a queue is full); says when
     └── LeaseLostError         a worker no longer owns the job it was running
 
 The API maps each to one HTTP status in ``app/api/errors.py``.
@@ -34,6 +35,12 @@ class InvalidRequestError(CharnnError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class TooManyRequestsError(CharnnError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class LeaseLostError(CharnnError):

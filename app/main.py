@@ -10,15 +10,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.auth import Authorizer
 from app.api.deps import Services
 from app.api.docs import install_docs
-from app.api.errors import install_error_handlers
+from app.api.errors import ERROR_RESPONSES, install_error_handlers
+from app.api.limits import BodySizeLimit, RateLimiter
 from app.api.observability import (
     Metrics,
     ObservabilityMiddleware,
     RegistryCollector,
     configure_logging,
 )
+from app.api.openapi import install_openapi
 from app.api.routes import health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
 from app.jobs.runner import make_runner
@@ -26,6 +29,7 @@ from app.ml.device import resolve_device
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
 from app.settings import Settings, get_settings
+from app.store.check import remove_staging_leftovers
 from app.store.layout import StoreLayout
 from app.store.registry import Registry
 
@@ -35,6 +39,7 @@ log = logging.getLogger("charnn")
 def build_services(settings: Settings, metrics: Metrics) -> Services:
     layout = StoreLayout(settings.store_dir)
     layout.ensure()
+    remove_staging_leftovers(layout)  # half-written checkpoints from a crash, long dead
     registry = Registry.connect(settings.registry_url)
     cache = ModelCache(layout, resolve_device(settings.device), settings.model_cache_size)
     return Services(
@@ -45,6 +50,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         cache=cache,
         serving=Serving(settings, registry, cache, on_batch=metrics.batch_size.observe),
         metrics=metrics,
+        limiter=RateLimiter(settings.predict_rate_per_key),
     )
 
 
@@ -86,10 +92,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.state.authorizer = Authorizer(settings)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=settings.max_body_bytes,
+        max_import_bytes=settings.max_import_bytes,
+    )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     # routes are matched in order: predict, the hot path, first; the static mounts last
     for module in (predict, health, train, jobs, models):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    install_openapi(app, settings)
     install_docs(app)
     install_playground(app)
     return app

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.jobs.spec import JobSpec, ModelName
+from app.jobs.spec import TEXT_IS_NOT_BIDIRECTIONAL, JobSpec, ModelName
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Prediction
 from app.ml.metrics import EpochMetrics
@@ -40,7 +40,9 @@ HELLO_TRAIN_EXAMPLE: dict[str, Any] = {
 class TrainRequest(JobSpec):
     """Train a new version of ``model_name``."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE], "allOf": [TEXT_IS_NOT_BIDIRECTIONAL]}
+    )
 
 
 # --- jobs ---------------------------------------------------------------------------------
@@ -116,6 +118,7 @@ class ModelPublic(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as the schema says: false is no integer, 1 no boolean
         json_schema_extra={"examples": [{"model_name": "hello", "inputs": ["hello"]}]},
     )
 
@@ -152,6 +155,7 @@ class PredictResponse(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"model_name": "fox", "prompt": "the quick", "length": 40}]
         },
@@ -172,6 +176,12 @@ class GenerateResponse(BaseModel):
 
 
 # --- operations ---------------------------------------------------------------------------
+
+
+class ErrorMessage(BaseModel):
+    """Every refusal but a validation error: what was wrong, and how to fix it."""
+
+    detail: str
 
 
 class Health(BaseModel):

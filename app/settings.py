@@ -11,12 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHARNN_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a malformed setting must not print an API key into a log
+    model_config = SettingsConfigDict(
+        env_prefix="CHARNN_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     store_dir: Path = Field(
         Path("./models_store"), description="Where checkpoints (and the default SQLite) live."
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
         description="A running job whose worker sent no heartbeat for this long is re-queued.",
     )
     job_timeout_seconds: int = Field(
-        24 * 3600, ge=60, description="Wall-clock limit of one attempt of a job (rq backend)."
+        24 * 3600, ge=1, description="Wall-clock limit of a job, from its first start."
     )
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once.")
     job_max_attempts: int = Field(
@@ -92,6 +95,40 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(
         8, ge=1, le=10_000, description="Loaded model versions kept per device (LRU)."
     )
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated 'scope:key' pairs; scopes: admin (train, cancel, delete, "
+        "import, and all of predict) and predict (predict, generate, read). Empty: no keys.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve clients beyond loopback without API keys (refused otherwise).",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Size of a request body (imports: see below)."
+    )
+    max_queued_jobs: int = Field(
+        100, ge=1, le=1_000_000, description="Jobs waiting at once; more get 429."
+    )
+    predict_rate_per_key: float = Field(
+        200.0,
+        ge=0,
+        description="Predict and generate requests per second for each API key (bursts of "
+        "twice that); 0: unlimited.",
+    )
+    max_hidden_size: int = Field(1024, ge=1, le=4096, description="hyperparameters.hidden_size.")
+    max_num_layers: int = Field(4, ge=1, le=8, description="hyperparameters.num_layers.")
+    max_embedding_size: int = Field(
+        512, ge=1, le=1024, description="hyperparameters.embedding_size."
+    )
+    max_epochs: int = Field(10_000, ge=1, le=100_000, description="hyperparameters.epochs.")
+    max_seq_len: int = Field(1024, ge=1, le=4096, description="hyperparameters.seq_len.")
+    max_batch_size: int = Field(1024, ge=1, le=4096, description="hyperparameters.batch_size.")
+    max_training_cost: float = Field(
+        2e13,
+        gt=0,
+        description="Parameters x training characters x epochs of one job (its compute).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Level of charnn's own logs (API and workers)."
     )
@@ -106,6 +143,20 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _well_formed_keys(cls, value: SecretStr) -> SecretStr:
+        parse_api_keys(value.get_secret_value())  # raises on a malformed or weak key
+        return value
+
+    @property
+    def key_scopes(self) -> dict[str, frozenset[str]]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+    def for_workers(self) -> dict[str, object]:
+        """The settings a worker process needs, as JSON: never the API keys."""
+        return self.model_dump(mode="json", exclude={"api_keys"})
+
     @property
     def training_threads(self) -> int:
         if self.worker_torch_threads:
@@ -115,6 +166,26 @@ class Settings(BaseSettings):
     @property
     def registry_url(self) -> str:
         return self.database_url or f"sqlite:///{self.store_dir.resolve() / 'registry.db'}"
+
+
+SCOPES = {"admin": frozenset({"admin", "predict"}), "predict": frozenset({"predict"})}
+MIN_KEY_LENGTH = 16
+
+
+def parse_api_keys(text: str) -> dict[str, frozenset[str]]:
+    """``"admin:K1,predict:K2"`` -> ``{"K1": {"admin", "predict"}, "K2": {"predict"}}``."""
+    keys: dict[str, frozenset[str]] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        scope, _, key = entry.partition(":")
+        if scope not in SCOPES or not key:
+            raise ValueError("each entry must be 'admin:<key>' or 'predict:<key>'")
+        if len(key) < MIN_KEY_LENGTH or key.lower().startswith("change-me"):
+            raise ValueError(
+                f"API keys must be at least {MIN_KEY_LENGTH} characters and not a placeholder "
+                "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        keys[key] = SCOPES[scope]
+    return keys
 
 
 @lru_cache

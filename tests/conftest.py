@@ -9,6 +9,13 @@ Three kinds of client, each where it fits:
 - ``start_server``: a real uvicorn process on 127.0.0.1 with its own store, driven with
   httpx, for end-to-end flows (training in spawned workers, server-sent events, crashes).
 
+The scaled-out deployment (``CHARNN_JOB_BACKEND=rq``) has its own: ``postgres_url`` (a fresh
+PostgreSQL database per test module, on the server of ``CHARNN_TEST_PG_URL``),
+``redis_server`` (a private ``redis-server`` per test module, never the shared one) and
+``start_deployment`` (an API on the rq backend plus ``charnn worker`` processes);
+``new_postgres_database`` and ``processes`` build other deployments (the compose file's).
+They fail, never skip, where PostgreSQL or Redis cannot be had.
+
 Every app here runs on the CPU with one torch thread per training worker, and its
 runner polls often, so that tiny jobs (the tutorial's "hello" -> "ohlol") end in seconds.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,13 +33,18 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import torch
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Worker
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import StarletteDeprecationWarning
 
 from app.main import create_app
@@ -40,7 +53,7 @@ from app.ml.data import pairs_dataset, text_dataset
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.train import TrainingSession, train
 from app.settings import Settings
-from app.store.layout import StoreLayout
+from app.store.layout import StoreLayout, new_id
 from app.store.publish import publish_checkpoint
 from app.store.registry import Registry
 
@@ -265,6 +278,13 @@ def command_line(pid: int) -> str:
     return ""
 
 
+def charnn_environment(settings: dict[str, Any]) -> dict[str, str]:
+    """This process's environment without its ``CHARNN_*``, plus ``settings`` as ``CHARNN_*``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    env.update({f"CHARNN_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
 class LiveServer:
     """``uvicorn app.main:app`` in its own process group, on 127.0.0.1 and a free port.
 
@@ -276,9 +296,7 @@ class LiveServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
-        values = {"store_dir": store_dir, **TEST_SETTINGS, **settings}
-        env.update({f"CHARNN_{k.upper()}": str(v) for k, v in values.items()})
+        env = charnn_environment({"store_dir": store_dir, **TEST_SETTINGS, **settings})
         command = [sys.executable, "-m", "uvicorn", "app.main:app"]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         with log_path.open("ab") as log:
@@ -362,3 +380,350 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+# --- the scaled-out deployment: PostgreSQL, Redis, `charnn worker` processes ------------------
+
+PG_ADMIN_URL = os.environ.get(
+    "CHARNN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+LEASE_SECONDS = 3  # a killed worker's job is queued again within a few seconds
+
+
+def pg_admin() -> Engine:
+    """An autocommit engine on ``CHARNN_TEST_PG_URL``; the test fails (never skips) without it."""
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        engine.dispose()
+        pytest.fail(
+            f"PostgreSQL is not reachable through CHARNN_TEST_PG_URL={PG_ADMIN_URL}: {exc.orig}\n"
+            "scripts/test.sh starts it where it is installed (scripts/services.sh)",
+            pytrace=False,
+        )
+    return engine
+
+
+@contextmanager
+def postgres_database(owner: str | None = None) -> Iterator[str]:
+    """A fresh, empty database ``charnn_test_<random>`` (dropped afterwards): its URL."""
+    name = f"charnn_test_{new_id()[:12]}"
+    admin = pg_admin()
+    try:
+        with admin.connect() as connection:
+            owned = f' OWNER "{owner}"' if owner else ""
+            connection.execute(text(f'CREATE DATABASE "{name}"{owned}'))
+        try:
+            yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database() -> Callable[..., Any]:
+    """``with new_postgres_database(owner=None) as url:`` a fresh database, dropped after."""
+    return postgres_database
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test module: its SQLAlchemy URL."""
+    with postgres_database() as url:
+        yield url
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port without persistence: restarted, it is empty."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        command += ["--logfile", str(self.directory / "redis.log")]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        client = Redis.from_url(self.url)
+        try:
+            deadline = time.monotonic() + 10
+            while self.process.poll() is None and time.monotonic() < deadline:
+                with suppress(RedisError):
+                    if client.ping():
+                        return
+                time.sleep(0.05)
+        finally:
+            client.close()
+        log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+        pytest.fail(f"redis-server did not start on port {self.port}:\n{log}", pytrace=False)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis exits at once, and saves nothing (no persistence)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def client(self) -> Redis:
+        return Redis.from_url(self.url)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private Redis for this test module (the shared one is never flushed or restarted)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def charnn_command() -> list[str]:
+    """The ``charnn`` command of this environment."""
+    script = Path(sys.executable).with_name("charnn")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+
+
+class ServiceProcess:
+    """A command in its own process group, its output appended to a log file."""
+
+    def __init__(
+        self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT
+    ) -> None:
+        self.command = command
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid = self.process.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the kernel's OOM killer would."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_all([self], timeout)
+
+
+def stop_all(processes: Collection[ServiceProcess], timeout: float = 10.0) -> None:
+    """SIGTERM them all, then SIGKILL what is left after ``timeout`` (and their groups)."""
+    for service in processes:
+        if service.process.poll() is None:
+            service.process.terminate()
+    deadline = time.monotonic() + timeout
+    for service in processes:
+        try:
+            service.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+        with suppress(ProcessLookupError):
+            os.killpg(service.pid, signal.SIGKILL)
+
+
+def worker_pids(redis_url: str) -> set[int]:
+    """Pids of the RQ workers registered in that Redis."""
+    with Redis.from_url(redis_url) as connection:
+        return {worker.pid for worker in Worker.all(connection=connection) if worker.pid}
+
+
+def wait_for_workers(redis_url: str, workers: list[ServiceProcess], timeout: float = 60.0) -> None:
+    """Until every one of ``workers`` has registered with the task queue."""
+    deadline = time.monotonic() + timeout
+    while not {w.pid for w in workers} <= worker_pids(redis_url):
+        for worker in workers:
+            if not worker.alive():
+                code = worker.process.returncode
+                raise AssertionError(f"a worker exited with {code}:\n{worker.log}")
+        if time.monotonic() > deadline:
+            raise AssertionError("workers never registered:\n" + "\n".join(w.log for w in workers))
+        time.sleep(0.1)
+
+
+class Deployment:
+    """The scaled-out deployment on this machine: an API on the rq backend and its workers.
+
+    Every process gets the same ``CHARNN_*`` settings: the test settings, the shared store,
+    ``database_url``, ``redis_url`` and a short lease.
+    """
+
+    def __init__(self, directory: Path, database_url: str, redis_url: str, **settings: Any):
+        self.directory = directory
+        self.store_dir = directory / "store"
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.settings: dict[str, Any] = {
+            "store_dir": self.store_dir,
+            **TEST_SETTINGS,
+            "job_backend": "rq",
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "lease_seconds": LEASE_SECONDS,
+            **settings,
+        }
+        self.api: LiveServer | None = None
+        self.workers: list[ServiceProcess] = []
+        self._registry: Registry | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        assert self.api is not None, "start() the deployment first"
+        return self.api.http
+
+    def start(self, workers: int = 0, queue: str = "cpu") -> None:
+        """The API and ``workers`` workers, started together (each imports torch)."""
+        self.api = LiveServer(self.store_dir, self.settings, self.directory / "api.log")
+        started = [self._spawn_worker(queue) for _ in range(workers)]
+        self.api.wait_ready()
+        wait_for_workers(self.redis_url, started)
+
+    def _spawn_worker(self, queue: str) -> ServiceProcess:
+        log_path = self.directory / f"worker-{len(self.workers) + 1}.log"
+        env = charnn_environment(self.settings)
+        worker = ServiceProcess([*charnn_command(), "worker", "--queue", queue], env, log_path)
+        self.workers.append(worker)
+        return worker
+
+    def start_worker(self, queue: str = "cpu") -> ServiceProcess:
+        worker = self._spawn_worker(queue)
+        wait_for_workers(self.redis_url, [worker])
+        return worker
+
+    def live_workers(self, count: int) -> list[ServiceProcess]:
+        """``count`` running CPU workers: those still alive, and new ones for the rest."""
+        alive = [w for w in self.workers if w.alive() and "--queue cpu" in " ".join(w.command)]
+        started = [self._spawn_worker("cpu") for _ in range(count - len(alive))]
+        wait_for_workers(self.redis_url, started)
+        return alive[:count] + started
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the deployment shares, read as a worker reads it."""
+        if self._registry is None:
+            self._registry = Registry.connect(self.database_url, migrate=False)
+        return self._registry
+
+    def stop(self) -> None:
+        """Stop every process (again: nothing happens); before its database and Redis go."""
+        stop_all(self.workers, timeout=10)
+        if self.api is not None:
+            self.api.stop()
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+
+@pytest.fixture(scope="module")
+def start_deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Deployment]]:
+    """``start_deployment(database_url, redis_url, workers=0, **settings)``: a started
+    ``Deployment`` (API ready, workers registered); everything stops after the module.
+
+    Fixtures set up after this one (a database, a Redis) are torn down before it: a module
+    fixture that yields a deployment should ``stop()`` it itself after the yield.
+    """
+    deployments: list[Deployment] = []
+
+    def start(database_url: str, redis_url: str, workers: int = 0, **settings: Any) -> Deployment:
+        directory = tmp_path_factory.mktemp("deployment")
+        deployment = Deployment(directory, database_url, redis_url, **settings)
+        deployments.append(deployment)
+        deployment.start(workers)
+        return deployment
+
+    yield start
+    for deployment in deployments:
+        deployment.stop()
+
+
+class Processes:
+    """Starts commands as the deployment's processes do (``charnn`` is this environment's)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[ServiceProcess] = []
+
+    @staticmethod
+    def free_port() -> int:
+        return free_port()
+
+    @staticmethod
+    def environment(env: dict[str, str]) -> dict[str, str]:
+        """``env`` over this process's environment less its ``CHARNN_*`` (as an image's)."""
+        return {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")} | env
+
+    @staticmethod
+    def resolve(command: list[str]) -> list[str]:
+        return [*charnn_command(), *command[1:]] if command[0] == "charnn" else command
+
+    def start(
+        self, command: list[str], env: dict[str, str], cwd: Path, name: str = "process"
+    ) -> ServiceProcess:
+        log_path = self.directory / f"{name}-{len(self.started) + 1}.log"
+        process = ServiceProcess(self.resolve(command), self.environment(env), log_path, cwd=cwd)
+        self.started.append(process)
+        return process
+
+    def run(
+        self, command: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.resolve(command),
+            cwd=cwd,
+            env=self.environment(env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    @staticmethod
+    def wait_ready(process: ServiceProcess, url: str, timeout: float = 60.0) -> None:
+        """Until ``url`` answers 200 (``process`` must not exit meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.alive(), f"exited with {process.process.returncode}:\n{process.log}"
+            with suppress(httpx.TransportError):
+                if httpx.get(url, timeout=5).status_code == 200:
+                    return
+            assert time.monotonic() < deadline, f"{url} never answered 200:\n{process.log}"
+            time.sleep(0.1)
+
+    @staticmethod
+    def wait_for_workers(redis_url: str, workers: list[ServiceProcess]) -> None:
+        wait_for_workers(redis_url, workers)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Local processes of a deployment (logs in the test's directory); stopped after the test."""
+    started = Processes(tmp_path)
+    yield started
+    stop_all(started.started)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.limits import RateLimiter
 from app.api.observability import Metrics
 from app.jobs.runner import JobRunner
 from app.serving.cache import ModelCache
@@ -28,6 +29,7 @@ class Services:
     cache: ModelCache
     serving: Serving
     metrics: Metrics
+    limiter: RateLimiter
 
 
 def services_of(request: Request) -> Services:

@@ -12,17 +12,21 @@ import math
 import re
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from app.errors import (
     ConflictError,
     InvalidRequestError,
     LimitExceededError,
     NotFoundError,
+    TooManyRequestsError,
 )
 from app.ml.errors import (
     CharnnError,
@@ -32,6 +36,7 @@ from app.ml.errors import (
     DeviceUnavailableError,
     UnknownCharactersError,
 )
+from app.schemas import ErrorMessage
 
 log = logging.getLogger("charnn.api")
 
@@ -112,6 +117,10 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
             return field_error(exc.field, str(exc), "invalid_request")
         case ConfigurationError():
             return message(status.HTTP_422_UNPROCESSABLE_CONTENT, exc)
+        case TooManyRequestsError():
+            return message(
+                status.HTTP_429_TOO_MANY_REQUESTS, exc, **{"Retry-After": str(exc.retry_after)}
+            )
         case NotFoundError():
             return message(status.HTTP_404_NOT_FOUND, exc)
         case ConflictError():
@@ -137,7 +146,49 @@ async def handle_database_down(_request: Request, exc: Exception) -> JSONRespons
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        exc = StarletteHTTPException(exc.status_code, exc.detail, headers)
+    return await http_exception_handler(request, exc)
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "Missing or invalid API key",
+    403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
+    404: "No such model, version or job",
+    409: "The model is being trained, or the job has ended",
+    413: "Body larger than CHARNN_MAX_BODY_BYTES (imports: CHARNN_MAX_IMPORT_BYTES)",
+    429: "Too many requests (a full queue, or the per-key rate); see Retry-After",
+    503: "Registry unreachable, or the service cannot run this now",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these refusals, each ``{"detail": "<message>"}``."""
+    return {
+        code: {"model": ErrorMessage, "description": ERROR_DESCRIPTIONS[code]} for code in codes
+    }
+
+
+AUTH_RESPONSES = error_responses(401, 403)
+ERROR_RESPONSES = error_responses(413)  # every route: the body size is checked before routing
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(RequestValidationError, handle_invalid_request)
     app.add_exception_handler(CharnnError, handle_domain_error)
     app.add_exception_handler(OperationalError, handle_database_down)

@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
+from app.errors import InvalidRequestError
 from app.jobs.worker import run_job
 from app.ml.device import resolve_device
+from app.ml.errors import DeviceUnavailableError
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
@@ -67,7 +69,12 @@ class LocalRunner:
         return self._thread.is_alive()
 
     def check_device(self, device: str) -> None:
-        resolve_device(device)  # this machine runs the job: it must have the device
+        # this machine runs the job: asking for a device it lacks is the request's fault
+        # (422), unlike the rq backend's GPU workers being away for now (503)
+        try:
+            resolve_device(device)
+        except DeviceUnavailableError as exc:
+            raise InvalidRequestError("device", str(exc)) from exc
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming jobs, stop the workers, and queue their jobs again."""
@@ -106,7 +113,7 @@ class LocalRunner:
                 return
             process = self._context.Process(
                 target=worker_main,
-                args=(job.id, owner, self.settings.model_dump(mode="json"), os.getpid()),
+                args=(job.id, owner, self.settings.for_workers(), os.getpid()),
                 name=f"charnn-job-{job.id[:8]}",
             )
             process.start()

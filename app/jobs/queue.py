@@ -23,6 +23,7 @@ import threading
 from datetime import timedelta
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import NoSuchJobError
@@ -113,7 +114,8 @@ class RQDispatcher:
                 PERFORM,
                 job.id,
                 job_id=ref,
-                job_timeout=self.settings.job_timeout_seconds,
+                # RQ's own limit is a backstop: the worker stops the job itself, cleanly
+                job_timeout=self.settings.job_timeout_seconds + 600,
                 result_ttl=24 * 3600,
                 failure_ttl=7 * 24 * 3600,
                 description=f"train {job.model_name} (charnn job {job.id})",
@@ -151,11 +153,28 @@ def perform(job_id: str) -> str:
         registry.close()
 
 
+class TrainingWorker(SimpleWorker):
+    """RQ's ``SimpleWorker`` that registers itself again when Redis has forgotten it.
+
+    Redis restarted empty (or failed over) drops every worker's registration, and RQ
+    registers a worker only once, at start; but the API counts a queue's workers before
+    it accepts a GPU job. The check costs one ``EXISTS`` per heartbeat.
+    """
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        if pipeline is None and not self.connection.exists(self.key):
+            log.warning(
+                "worker %s: the task queue lost its registration; registering again", self.name
+            )
+            self.register_birth()  # type: ignore[no-untyped-call]
+        super().heartbeat(timeout, pipeline)
+
+
 def run_worker(settings: Settings, kind: str, burst: bool = False) -> None:
     """Consume the CPU or GPU queue until stopped."""
     redis = connect(settings)
     device = "cuda" if kind == "gpu" else "cpu"
     queue = Queue(queue_name(settings, device), connection=redis, serializer=JSONSerializer)
-    worker = SimpleWorker([queue], connection=redis, serializer=JSONSerializer)
+    worker = TrainingWorker([queue], connection=redis, serializer=JSONSerializer)
     log.info("worker %s consuming %s", worker.name, queue.name)
     worker.work(burst=burst, logging_level=settings.log_level.upper())

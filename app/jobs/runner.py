@@ -21,7 +21,8 @@ class JobRunner(Protocol):
     def is_alive(self) -> bool: ...
 
     def check_device(self, device: str) -> None:
-        """Refuse now (DeviceUnavailableError) a job that no worker of this backend can run."""
+        """Refuse now a job that no worker of this backend can run: InvalidRequestError for a
+        device this deployment lacks, DeviceUnavailableError (503) for one that is away."""
 
 
 def make_runner(settings: Settings, registry: Registry) -> JobRunner:

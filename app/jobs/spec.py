@@ -28,7 +28,7 @@ ModelName = Annotated[
 
 
 class Pair(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     input: str = Field(min_length=1, examples=["hello"])
     target: str = Field(min_length=1, examples=["ohlol"])
@@ -37,7 +37,7 @@ class Pair(BaseModel):
 class PairsData(BaseModel):
     """Aligned pairs: the i-th input character maps to the i-th target character."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     pairs: list[Pair] = Field(min_length=1)
 
@@ -45,7 +45,7 @@ class PairsData(BaseModel):
 class TextData(BaseModel):
     """Plain text for next-character modelling (enables ``/generate``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str = Field(min_length=2)
 
@@ -67,8 +67,20 @@ TrainingData = Annotated[
 ]
 
 
+# a text model must not read ahead (see _no_peeking_at_the_future), in the JSON schema
+TEXT_IS_NOT_BIDIRECTIONAL: dict[str, Any] = {
+    "if": {"properties": {"data": {"required": ["text"]}}, "required": ["data"]},
+    "then": {
+        "properties": {"hyperparameters": {"properties": {"bidirectional": {"const": False}}}}
+    },
+}
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:(0|[1-9][0-9]?))?)$"
+
+
 class JobSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"allOf": [TEXT_IS_NOT_BIDIRECTIONAL]}
+    )
 
     model_name: ModelName
     data: TrainingData
@@ -78,7 +90,7 @@ class JobSpec(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     device: str | None = Field(
         None,
-        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        pattern=DEVICE_PATTERN,
         description="Where to train: auto, cpu or cuda[:N]; default: the service's setting.",
     )
 

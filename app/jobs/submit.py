@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
-from app.errors import LimitExceededError
+from app.errors import LimitExceededError, TooManyRequestsError
 from app.jobs.runner import JobRunner
 from app.jobs.spec import JobSpec, PairsData, build_dataset
+from app.ml.model import ModelConfig, estimate_parameters
+from app.ml.vocab import Vocab
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
-from app.store.tables import JobRow
+from app.store.tables import JobRow, JobStatus
+
+HYPERPARAMETER_LIMITS = {
+    # hyperparameter: the setting that bounds it
+    "hidden_size": "max_hidden_size",
+    "num_layers": "max_num_layers",
+    "embedding_size": "max_embedding_size",
+    "epochs": "max_epochs",
+    "seq_len": "max_seq_len",
+    "batch_size": "max_batch_size",
+}
+
+
+def check_hyperparameters(spec: JobSpec, vocab: Vocab, settings: Settings) -> None:
+    hp = spec.hyperparameters
+    for name, setting in HYPERPARAMETER_LIMITS.items():
+        value, limit = getattr(hp, name), getattr(settings, setting)
+        if value > limit:
+            raise LimitExceededError(
+                f"hyperparameters.{name}",
+                f"{value}, at most {limit} allowed",
+                f"CHARNN_{setting.upper()}",
+            )
+    parameters = estimate_parameters(ModelConfig.from_hyperparameters(hp, vocab))
+    cost = parameters * spec.characters * hp.epochs
+    if cost > settings.max_training_cost:
+        raise LimitExceededError(
+            "hyperparameters",
+            f"{parameters} parameters x {spec.characters} characters x {hp.epochs} epochs = "
+            f"{cost:.3g}, at most {settings.max_training_cost:.3g} allowed",
+            "CHARNN_MAX_TRAINING_COST",
+        )
+
+
+def check_queue(registry: Registry, settings: Settings) -> None:
+    waiting = registry.count_jobs(frozenset({JobStatus.QUEUED}))
+    if waiting >= settings.max_queued_jobs:
+        raise TooManyRequestsError(
+            f"{waiting} jobs are waiting already, at most {settings.max_queued_jobs} "
+            "(limit set by CHARNN_MAX_QUEUED_JOBS); try again later",
+            retry_after=30,
+        )
 
 
 def check_limits(spec: JobSpec, settings: Settings) -> None:
@@ -29,7 +72,9 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
 def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: JobRunner) -> JobRow:
     """Validate the data against its vocabulary and queue the job."""
     check_limits(spec, settings)
-    build_dataset(spec)  # unknown characters, misaligned pairs: refused now, not in a worker
+    dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
+    check_hyperparameters(spec, dataset.vocab, settings)
+    check_queue(registry, settings)
     device = spec.device or settings.device
     runner.check_device(device)  # a GPU job that nothing can run is refused now, not later
     job = registry.create_job(

@@ -31,7 +31,7 @@ from app.settings import Settings
 from app.store.layout import StoreLayout
 from app.store.publish import publish_checkpoint
 from app.store.registry import Registry
-from app.store.tables import JobStatus
+from app.store.tables import JobStatus, utcnow
 
 log = logging.getLogger("charnn.worker")
 
@@ -39,26 +39,30 @@ HEARTBEAT_SECONDS = 1.0
 
 
 class Heartbeat:
-    """Tells the training loop to stop when the job is cancelled or its lease is lost.
+    """Tells the training loop to stop: cancelled, lease lost, or out of time.
 
     The registry is asked at most once per ``HEARTBEAT_SECONDS``, not at every step.
     """
 
-    def __init__(self, registry: Registry, job_id: str, owner: str) -> None:
+    def __init__(self, registry: Registry, job_id: str, owner: str, deadline: float) -> None:
         self.registry, self.job_id, self.owner = registry, job_id, owner
+        self.deadline = deadline  # time.time() by which the job must have ended
         self.last = 0.0
         self.cancelled = False
         self.lease_lost = False
+        self.timed_out = False
 
     def should_stop(self) -> bool:
         now = time.monotonic()
+        if time.time() > self.deadline:
+            self.timed_out = True
         if now - self.last >= HEARTBEAT_SECONDS:
             self.last = now
             try:
                 self.cancelled = self.registry.heartbeat(self.job_id, self.owner).cancel_requested
             except LeaseLostError:
                 self.lease_lost = True
-        return self.cancelled or self.lease_lost
+        return self.cancelled or self.lease_lost or self.timed_out
 
 
 def run_job(job_id: str, owner: str, settings: Settings) -> JobStatus:
@@ -83,7 +87,8 @@ def _run(
         registry.finish_job(job_id, owner, JobStatus.FAILED, str(exc))
         return JobStatus.FAILED
     session = _start_or_resume(registry, layout, job_id, owner, spec, dataset, device)
-    heartbeat = Heartbeat(registry, job_id, owner)
+    started = (job.started_at or utcnow()).timestamp()  # the first attempt's start
+    heartbeat = Heartbeat(registry, job_id, owner, started + settings.job_timeout_seconds)
 
     def on_epoch_end(session: TrainingSession, metrics: EpochMetrics) -> None:
         save_checkpoint(session.checkpoint(), layout.job_checkpoint(job_id, session.epoch))
@@ -95,6 +100,14 @@ def _run(
     if heartbeat.lease_lost:
         log.warning("job %s: lease lost, stopping without writing", job_id)
         return JobStatus(registry.get_job(job_id).status)
+    if heartbeat.timed_out:
+        reason = (
+            f"ran longer than {settings.job_timeout_seconds} s "
+            "(limit set by CHARNN_JOB_TIMEOUT_SECONDS)"
+        )
+        registry.finish_job(job_id, owner, JobStatus.FAILED, reason)
+        layout.remove_job(job_id)
+        return JobStatus.FAILED
     if outcome.status == "cancelled":
         registry.finish_job(job_id, owner, JobStatus.CANCELLED, "cancelled on request")
         layout.remove_job(job_id)

@@ -7,6 +7,14 @@ import torch
 from app.ml.errors import DeviceUnavailableError
 
 
+def available_devices() -> list[str]:
+    """Every name ``resolve_device`` accepts on this machine."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    return names
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; ``cpu``, ``cuda`` and ``cuda:N`` are taken literally."""
     if name == "auto":

@@ -10,17 +10,50 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 Architecture = Literal["rnn_cell", "rnn", "embedding_rnn"]
 Cell = Literal["rnn", "gru", "lstm"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 
 
+# The rules of _check_combinations, stated in the JSON schema so that clients (and the
+# API fuzzer) know them; a field left out takes its default, which satisfies each rule.
+COMBINATION_RULES: list[JsonValue] = [
+    {  # bidirectional needs architecture embedding_rnn
+        "if": {"properties": {"bidirectional": {"const": True}}, "required": ["bidirectional"]},
+        "then": {"properties": {"architecture": {"const": "embedding_rnn"}}},
+    },
+    {  # dropout acts between recurrent layers: num_layers >= 2, not rnn_cell
+        "if": {"properties": {"dropout": {"exclusiveMinimum": 0}}, "required": ["dropout"]},
+        "then": {
+            "properties": {
+                "num_layers": {"minimum": 2},
+                "architecture": {"enum": ["rnn", "embedding_rnn"]},
+            }
+        },
+    },
+]
+
+
 class Hyperparameters(BaseModel):
     """How to build and train a model."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Numbers and booleans are strict (StrictInt...), as the schema says: true is not the
+    # integer 1, 49.0 not the integer 49, "0.5" not a number. Per field rather than
+    # model-wide, so that callers may still pass a plain dict of numbers.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra={"allOf": COMBINATION_RULES}
+    )
 
     architecture: Architecture = Field(
         "embedding_rnn",
@@ -32,10 +65,10 @@ class Hyperparameters(BaseModel):
         ),
     )
     cell: Cell = Field("rnn", description="Recurrent cell: plain tanh RNN, GRU or LSTM.")
-    embedding_size: int = Field(
+    embedding_size: StrictInt = Field(
         10, ge=1, le=1024, description="Embedding width (embedding_rnn only)."
     )
-    hidden_size: int = Field(
+    hidden_size: StrictInt = Field(
         8,
         ge=1,
         le=4096,
@@ -44,33 +77,35 @@ class Hyperparameters(BaseModel):
             "output, so its size is the output vocabulary's)."
         ),
     )
-    num_layers: int = Field(2, ge=1, le=8, description="Stacked recurrent layers (not rnn_cell).")
-    bidirectional: bool = Field(
+    num_layers: StrictInt = Field(
+        2, ge=1, le=8, description="Stacked recurrent layers (not rnn_cell)."
+    )
+    bidirectional: StrictBool = Field(
         False,
         description="Read each input both ways (embedding_rnn on aligned pairs only).",
     )
-    dropout: float = Field(
+    dropout: StrictFloat = Field(
         0.0, ge=0.0, le=0.9, description="Dropout between recurrent layers (num_layers >= 2)."
     )
     optimizer: OptimizerName = Field("adam", description="adam (the tutorial's), adamw or sgd.")
-    learning_rate: float = Field(0.05, gt=0.0, le=10.0, description="Optimizer step size.")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty / AdamW decay.")
-    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
-    epochs: int = Field(15, ge=1, le=100_000, description="Passes over the training data.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Sequences per optimizer step.")
-    grad_clip: float | None = Field(
+    learning_rate: StrictFloat = Field(0.05, gt=0.0, le=10.0, description="Optimizer step size.")
+    weight_decay: StrictFloat = Field(0.0, ge=0.0, le=1.0, description="L2 penalty / AdamW decay.")
+    momentum: StrictFloat = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
+    epochs: StrictInt = Field(15, ge=1, le=100_000, description="Passes over the training data.")
+    batch_size: StrictInt = Field(32, ge=1, le=4096, description="Sequences per optimizer step.")
+    grad_clip: StrictFloat | None = Field(
         None, gt=0.0, le=1000.0, description="Clip the gradient norm to this value; null: off."
     )
-    seq_len: int = Field(
+    seq_len: StrictInt = Field(
         64, ge=1, le=4096, description="Window length when training on plain text."
     )
-    validation_fraction: float = Field(
+    validation_fraction: StrictFloat = Field(
         0.1,
         ge=0.0,
         le=0.5,
         description="Share of examples held out for validation (rounded down; 0: none).",
     )
-    seed: int | None = Field(
+    seed: StrictInt | None = Field(
         None,
         ge=0,
         le=2**63 - 1,

@@ -174,5 +174,31 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[torch.Size, torch.dt
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
 
 
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def estimate_parameters(config: ModelConfig) -> int:
+    """The parameter count of ``config``'s model, without building it."""
+    gates, directions = GATES[config.cell], 2 if config.bidirectional else 1
+
+    def recurrent(input_size: int, hidden: int, layers: int) -> int:
+        # per layer and direction: weight_ih (G*H, in), weight_hh (G*H, H), two biases (G*H)
+        total = 0
+        for layer in range(layers):
+            width = input_size if layer == 0 else hidden * directions
+            total += directions * gates * hidden * (width + hidden + 2)
+        return total
+
+    if config.architecture == "rnn_cell":
+        return recurrent(config.input_size, config.output_size, 1)
+    if config.architecture == "rnn":
+        return recurrent(config.input_size, config.output_size, config.num_layers)
+    return (
+        config.input_size * config.embedding_size
+        + recurrent(config.embedding_size, config.hidden_size, config.num_layers)
+        + (config.hidden_size * directions + 1) * config.output_size
+    )
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -20,13 +20,16 @@ from app.ml.errors import UnknownCharacter, UnknownCharactersError, VocabularyEr
 
 MAX_VOCAB_SIZE = 1024
 
+# The schema states what _check_characters enforces (one error naming every bad entry)
+Character = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": 1})]
 CharList = Annotated[
-    list[str],
+    list[Character],
     Field(
         min_length=1,
         max_length=MAX_VOCAB_SIZE,
         description="Distinct single characters; a character's id is its index.",
         examples=[["e", "h", "l", "o"]],
+        json_schema_extra={"uniqueItems": True},
     ),
 ]
 
@@ -49,7 +52,7 @@ def chars_of(texts: Iterable[str]) -> list[str]:
 class Vocab(BaseModel):
     """The input and output vocabularies of a model."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, strict=True)
 
     input: CharList
     output: CharList

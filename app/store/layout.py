@@ -5,6 +5,10 @@
       models/<model name>/<directory>/   one published version (a checkpoint directory)
       jobs/<job id>/epoch-000007/        a job's latest epoch checkpoints, for resuming
 
+A checkpoint is written under a hidden staging name beside its final place
+(``.<name>.partial-<id>``) and renamed into place when whole; a staging directory
+that outlived its writer is a leftover of a crash, never read.
+
 Every path component that comes from a request is checked against a strict pattern
 first, so no name can reach outside the store.
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 from app.ml.checkpoint import META_FILE, STAGING_MARKER
@@ -26,6 +32,24 @@ _EPOCH_DIR = re.compile(r"^epoch-(\d{6})$")
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_model_name(value: str) -> bool:
+    return _MODEL_NAME.fullmatch(value) is not None
+
+
+def is_id(value: str) -> bool:
+    """A version directory's or a job's name: 32 lowercase hex digits."""
+    return _HEX_ID.fullmatch(value) is not None
+
+
+def is_epoch_dir(value: str) -> bool:
+    return _EPOCH_DIR.fullmatch(value) is not None
+
+
+def is_staging(value: str) -> bool:
+    """The name of a checkpoint directory still being written (or left by a crash)."""
+    return value.startswith(".") and STAGING_MARKER in value
 
 
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
@@ -85,3 +109,33 @@ class StoreLayout:
 
     def remove_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def remove_model_files(self, name: str, directories: Iterable[str]) -> None:
+        """Remove the files of a deleted model's versions, then its directory if empty.
+
+        Only the directories its rows named: a version of the same name being imported
+        at this moment is written beside them and must survive.
+        """
+        for directory in directories:
+            shutil.rmtree(self.version_dir(name, directory), ignore_errors=True)
+        with suppress(OSError):  # not empty: a new version is on its way
+            self.model_dir(name).rmdir()
+
+    # --- leftovers -----------------------------------------------------------------------
+
+    def staging_dirs(self) -> list[Path]:
+        """Checkpoint directories being written now, or left half-written by a crash."""
+        found = []
+        for parent in (self.models, self.jobs):
+            for owner in _children(parent):
+                if owner.is_dir() and not owner.is_symlink():
+                    found += [child for child in _children(owner) if is_staging(child.name)]
+        return sorted(found)
+
+
+def _children(directory: Path) -> list[Path]:
+    """The entries of ``directory``; none if it does not exist (or vanished meanwhile)."""
+    try:
+        return list(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []

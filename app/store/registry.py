@@ -9,7 +9,7 @@ owner token; a worker whose lease was taken away can no longer write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +47,16 @@ class NewVersion:
     epochs: int
     parameters: int
     size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """Where a version's files are and what its weights hash to (``charnn store check``)."""
+
+    model_name: str
+    version: int
+    directory: str
     sha256: str
 
 
@@ -150,7 +160,7 @@ class Registry:
         with self._sessions() as session:
             rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
             counts = {status.value: 0 for status in JobStatus}
-            counts.update({str(status): int(count) for status, count in rows.tuples()})
+            counts.update({str(status): int(count) for status, count in rows})
             return counts
 
     def recent_epoch_seconds(self, limit: int = 500) -> list[float]:
@@ -449,3 +459,50 @@ class Registry:
         with self._sessions() as session:
             query = select(VersionRow.directory).join(ModelRow).where(ModelRow.name == name)
             return set(session.scalars(query).all())
+
+    # --- the store's inventory (charnn store check) ------------------------------------------
+
+    def stored_versions(self) -> list[StoredVersion]:
+        query = (
+            select(ModelRow.name, VersionRow.version, VersionRow.directory, VersionRow.sha256)
+            .join(ModelRow)
+            .order_by(ModelRow.name, VersionRow.version)
+        )
+        with self._sessions() as session:
+            return [StoredVersion(n, v, d, h) for n, v, d, h in session.execute(query)]
+
+    def model_names(self) -> set[str]:
+        with self._sessions() as session:
+            return set(session.scalars(select(ModelRow.name)).all())
+
+    def job_statuses(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
+        """The status of each of ``job_ids`` that the registry knows."""
+        ids, found = sorted(job_ids), {}
+        with self._sessions() as session:
+            for start in range(0, len(ids), 500):  # bounded IN lists
+                query = select(JobRow.id, JobRow.status).where(
+                    JobRow.id.in_(ids[start : start + 500])
+                )
+                found.update({i: JobStatus(s) for i, s in session.execute(query)})
+        return found
+
+    def forget_version(self, stored: StoredVersion) -> bool:
+        """Delete a version's row if it still names the same directory; False if it is gone.
+
+        For repairing the store: unlike ``delete_version`` it does not wait for the
+        model's jobs, since a version whose files are lost serves nobody.
+        """
+        with self._transaction() as session:
+            row = session.scalar(
+                select(VersionRow)
+                .join(ModelRow)
+                .where(
+                    ModelRow.name == stored.model_name,
+                    VersionRow.version == stored.version,
+                    VersionRow.directory == stored.directory,
+                )
+            )
+            if row is None:
+                return False
+            session.delete(row)
+            return True

@@ -29,7 +29,8 @@ WaitForJob = Callable[..., dict[str, Any]]
 @pytest.fixture
 def one_job_at_a_time(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     """A client whose service trains one job at a time: the next one waits, queued."""
-    with TestClient(create_app(make_settings(max_concurrent_jobs=1))) as test_client:
+    settings = make_settings(max_concurrent_jobs=1, max_epochs=100_000)
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 

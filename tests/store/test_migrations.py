@@ -1,9 +1,11 @@
-"""The registry's schema comes from its Alembic migrations, applied at connection time."""
+"""The registry's schema comes from its Alembic migrations, applied at connection time.
+
+On SQLite and on PostgreSQL alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -16,8 +18,9 @@ from app.store.tables import Base
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+def engine(database_url: str) -> Iterator[Engine]:
+    """An empty database, SQLite or PostgreSQL (tests/store/conftest.py)."""
+    engine = make_engine(database_url)
     yield engine
     engine.dispose()
 
@@ -82,7 +85,7 @@ def test_an_older_store_is_upgraded_without_losing_its_jobs(engine: Engine) -> N
                 "INSERT INTO jobs (id, model_name, status, request, device, epochs, epoch, "
                 "attempts, max_attempts, cancel_requested, created_at, updated_at) VALUES "
                 "('0123456789abcdef0123456789abcdef', 'hello', 'queued', '{}', 'cpu', 15, 0, "
-                "0, 3, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                "0, 3, FALSE, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
             )
         )
 

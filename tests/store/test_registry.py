@@ -3,6 +3,8 @@
 A job is claimed by one owner at a time; an owner whose lease was taken can write
 nothing more; a failed attempt is retried until ``max_attempts``; a job publishes at
 most one version, however often its completion is retried.
+
+Every test runs on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +25,9 @@ METRICS: dict[str, Any] = {"loss": 0.5, "sample_prediction": "ohlol"}
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'registry.db'}"
+def url(database_url: str) -> str:
+    """An empty database, SQLite or PostgreSQL (tests/store/conftest.py)."""
+    return database_url
 
 
 @pytest.fixture

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.auth import ReadAccess
 from app.api.deps import ServicesDep
+from app.api.errors import AUTH_RESPONSES, error_responses
 from app.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -39,9 +41,19 @@ def readyz(services: ServicesDep) -> Health | JSONResponse:
     return JSONResponse(health.model_dump(), status_code=503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(services: ServicesDep) -> PlainTextResponse:
+@router.get(
+    "/metrics",
+    response_class=Response,  # not PlainTextResponse: its refusals are JSON, as everywhere
+    dependencies=[ReadAccess],
+    responses={
+        200: {
+            "description": "The Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **AUTH_RESPONSES,
+        **error_responses(503),
+    },
+)
+def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics: requests and latency by route, predictions, batches, jobs, models."""
-    return PlainTextResponse(
-        generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,15 +10,36 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import AdminAccess, ReadAccess
 from app.api.deps import JobDep, ServicesDep
+from app.api.errors import AUTH_RESPONSES, error_responses
 from app.api.plots import job_plot_svg
 from app.jobs.spec import ModelName
 from app.schemas import JobList, JobPublic, job_public
 from app.store.registry import Registry
 from app.store.tables import JobStatus
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    dependencies=[ReadAccess],
+    responses={**AUTH_RESPONSES, **error_responses(503)},
+)
+NOT_FOUND = error_responses(404)
 
+# one server-sent event (Open API 3.1: the schema of an event stream describes each event)
+JOB_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["job", "end"], "description": "end: the job ended; the stream too."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/JobPublic"},
+        },
+    },
+}
 EVENT_POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 
@@ -38,13 +59,18 @@ def list_jobs(
     return JobList(items=[job_public(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 def get_job(job: JobDep) -> JobPublic:
     """A job with its progress, per-epoch history, timing and result."""
     return job_public(job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    dependencies=[AdminAccess],
+    responses=error_responses(404, 409),
+)
 def cancel_job(job: JobDep, services: ServicesDep) -> JobPublic:
     """Cancel a job: a queued one at once, a running one within one epoch."""
     return job_public(services.registry.request_cancel(job.id))
@@ -53,7 +79,7 @@ def cancel_job(job: JobDep, services: ServicesDep) -> JobPublic:
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": JOB_EVENT}}}, **NOT_FOUND},
 )
 def job_events(job: JobDep, services: ServicesDep) -> StreamingResponse:
     """Server-sent events: a ``job`` event whenever the job changes; ends when it ends."""
@@ -87,7 +113,7 @@ async def follow_job(registry: Registry, job_id: str) -> AsyncIterator[str]:
 @router.get(
     "/{job_id}/plot.svg",
     response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}}},
+    responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **NOT_FOUND},
 )
 def job_plot(job: JobDep) -> Response:
     """The job's loss and accuracy curves, one point per epoch, as an SVG image."""

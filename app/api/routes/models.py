@@ -9,10 +9,13 @@ from fastapi import APIRouter, File, Path, UploadFile, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import AdminAccess, ReadAccess
 from app.api.deps import ServicesDep
+from app.api.errors import AUTH_RESPONSES, error_responses
 from app.errors import LimitExceededError
 from app.jobs.spec import ModelName
 from app.ml.checkpoint import META_FILE, WEIGHTS_FILE
+from app.ml.errors import CheckpointError
 from app.schemas import (
     VERSION_MAX,
     ModelPublic,
@@ -24,7 +27,14 @@ from app.schemas import (
 )
 from app.store.imports import import_checkpoint
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(
+    prefix="/models",
+    tags=["models"],
+    dependencies=[ReadAccess],
+    responses={**AUTH_RESPONSES, **error_responses(503)},
+)
+NOT_FOUND = error_responses(404)
+BUSY = error_responses(404, 409)
 
 NamePath = Annotated[ModelName, Path(description="The model's name.")]
 VersionPath = Annotated[int, Path(ge=1, le=VERSION_MAX, description="Version number, from 1.")]
@@ -38,27 +48,38 @@ def list_models(services: ServicesDep) -> list[ModelSummary]:
     return [model_summary(m) for m in services.registry.list_models()]
 
 
-@router.get("/{name}", response_model=ModelPublic)
+@router.get("/{name}", response_model=ModelPublic, responses=NOT_FOUND)
 def get_model(name: NamePath, services: ServicesDep) -> ModelPublic:
     """A model with all its versions: vocabularies, hyperparameters, metrics, sizes, dates."""
     return model_public(services.registry.get_model(name))
 
 
-@router.get("/{name}/versions/{version}", response_model=VersionPublic)
+@router.get("/{name}/versions/{version}", response_model=VersionPublic, responses=NOT_FOUND)
 def get_version(name: NamePath, version: VersionPath, services: ServicesDep) -> VersionPublic:
     """One version of a model."""
     return version_public(name, services.registry.get_version(name, version))
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminAccess],
+    responses=BUSY,
+)
 def delete_model(name: NamePath, services: ServicesDep) -> None:
     """Delete a model and every version (409 while a job trains it)."""
-    services.registry.delete_model(name)
+    directories = services.registry.delete_model(name)
     services.serving.forget(name)
-    shutil.rmtree(services.layout.model_dir(name), ignore_errors=True)
+    # only the versions the rows named: one being imported right now must survive
+    services.layout.remove_model_files(name, directories)
 
 
-@router.delete("/{name}/versions/{version}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{name}/versions/{version}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminAccess],
+    responses=BUSY,
+)
 def delete_version(name: NamePath, version: VersionPath, services: ServicesDep) -> None:
     """Delete one version (409 while a job trains the model)."""
     directory = services.registry.delete_version(name, version)
@@ -69,7 +90,16 @@ def delete_version(name: NamePath, version: VersionPath, services: ServicesDep) 
 @router.get(
     "/{name}/versions/{version}/files/{filename}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}},
+    responses={
+        200: {
+            "description": f"{WEIGHTS_FILE} as application/octet-stream, {META_FILE} as JSON",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
+        **NOT_FOUND,
+    },
 )
 def download_file(
     name: NamePath, version: VersionPath, filename: CheckpointFile, services: ServicesDep
@@ -77,6 +107,8 @@ def download_file(
     """Download one file of a version's checkpoint (its JSON or its safetensors weights)."""
     row = services.registry.get_version(name, version)
     path = services.layout.version_dir(name, row.directory) / filename
+    if not path.is_file():
+        raise CheckpointError(f"{filename} of {name} version {version} is missing from the store")
     media = "application/json" if filename == META_FILE else "application/octet-stream"
     return FileResponse(path, media_type=media, filename=f"{name}-v{version}-{filename}")
 
@@ -94,7 +126,12 @@ async def read_limited(upload: UploadFile, field: str, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionPublic)
+@router.post(
+    "/{name}/versions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VersionPublic,
+    dependencies=[AdminAccess],
+)
 async def import_version(
     name: NamePath,
     services: ServicesDep,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from app.api.auth import Caller
 from app.api.deps import ServicesDep, services_of
+from app.api.errors import AUTH_RESPONSES, error_responses
 from app.schemas import (
     GenerateRequest,
     GenerateResponse,
@@ -13,13 +15,29 @@ from app.schemas import (
     predict_response,
 )
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], responses={**AUTH_RESPONSES, **error_responses(404, 429, 503)})
+
+# generate also refuses a model trained on pairs: a 422 with a message, not a field list
+GENERATE_422 = {
+    "description": "Invalid request, unknown prompt characters, or a model trained on pairs",
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/HTTPValidationError"},
+                    {"$ref": "#/components/schemas/ErrorMessage"},
+                ]
+            }
+        }
+    },
+}
 
 
 @router.post("/predict", response_model=PredictResponse)
-async def predict(request: PredictRequest, http: Request) -> Response:
+async def predict(request: PredictRequest, http: Request, caller: Caller) -> Response:
     """Map each input to its output string (one output character per input character)."""
     services = services_of(http)  # not a dependency: resolving one costs the hot path
+    services.limiter.check(caller)
     row, predictions = await services.serving.predict(
         request.model_name,
         request.version,
@@ -33,9 +51,12 @@ async def predict(request: PredictRequest, http: Request) -> Response:
     return Response(response.model_dump_json(), media_type="application/json")
 
 
-@router.post("/generate", response_model=GenerateResponse)
-async def generate(request: GenerateRequest, services: ServicesDep) -> GenerateResponse:
+@router.post("/generate", response_model=GenerateResponse, responses={422: GENERATE_422})
+async def generate(
+    request: GenerateRequest, services: ServicesDep, caller: Caller
+) -> GenerateResponse:
     """Continue a prompt with a model trained on text."""
+    services.limiter.check(caller)
     row, text = await services.serving.generate(
         request.model_name,
         request.version,

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from app.api.auth import AdminAccess
 from app.api.deps import ServicesDep
+from app.api.errors import AUTH_RESPONSES, error_responses
 from app.jobs.submit import submit_job
 from app.schemas import JobPublic, TrainRequest, job_public
 
-router = APIRouter(tags=["training"])
+router = APIRouter(
+    tags=["training"],
+    dependencies=[AdminAccess],
+    responses={**AUTH_RESPONSES, **error_responses(429, 503)},
+)
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)

@@ -1,0 +1,142 @@
+"""The OpenAPI schema of this deployment: what it accepts and what it answers, exactly.
+
+FastAPI derives the schema from the routes and the models, whose bounds are absolute.
+Some rules belong to the running service, and the schema states them too, so that a
+client (or a fuzzer) reading it is told the truth:
+
+- the configured limits (``CHARNN_MAX_*``) bound the fields they limit: a value between
+  the setting and the model's own bound is refused with a 422 naming the setting; a
+  hyperparameter whose default the setting forbids becomes required;
+- the devices this machine can train on (local backend; the rq backend's GPU workers
+  come and go, so its schema keeps the general pattern);
+- without API keys no request needs credentials (loopback clients are served as they are),
+  so no operation declares a security requirement and none answers 401.
+
+Rules that relate values to each other or to stored models (aligned pairs, characters
+outside a vocabulary, a training job's total cost) cannot be stated in JSON Schema; they
+are refused with a 422 whose ``type`` names the rule (``invalid_data``,
+``unknown_character``, ``limit_exceeded``, ``invalid_request``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.jobs.submit import HYPERPARAMETER_LIMITS
+from app.ml.device import available_devices
+from app.settings import Settings
+
+Schema = dict[str, Any]
+REF_PREFIX = "#/components/schemas/"
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    generate = app.openapi
+
+    def openapi() -> Schema:
+        if not app.openapi_schema:
+            app.openapi_schema = tailor(copy.deepcopy(generate()), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def tailor(schema: Schema, settings: Settings) -> Schema:
+    components: Schema = schema["components"]["schemas"]
+    train = request_body(schema, "/train", components)
+    limit_training(train, components, settings)
+    if settings.job_backend == "local":
+        devices = available_devices()
+        device = train["properties"]["device"]
+        device["anyOf"] = [{"type": "string", "enum": devices}, {"type": "null"}]
+        device["description"] = f"Where to train: {', '.join(devices)}; default: the service's."
+    limit_serving(schema, components, settings)
+    if not settings.key_scopes:
+        open_access(schema)
+    return schema
+
+
+def request_body(schema: Schema, path: str, components: Schema) -> Schema:
+    """The component schema of the JSON body of POST ``path``."""
+    body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    return resolve(body["schema"], components)
+
+
+def resolve(schema: Schema, components: Schema) -> Schema:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    found: Schema = components[ref.removeprefix(REF_PREFIX)]
+    return found
+
+
+def data_variant(train: Schema, components: Schema, field: str) -> Schema:
+    """The variant of ``data`` (pairs or text) that holds ``field``."""
+    for variant in train["properties"]["data"]["oneOf"]:
+        resolved = resolve(variant, components)
+        if field in resolved["properties"]:
+            return resolved
+    raise KeyError(field)
+
+
+def limit(schema: Schema, keyword: str, value: int | float, setting: str) -> None:
+    """Tighten ``schema[keyword]`` (a maximum, maxLength or maxItems) to a setting's value."""
+    current = schema.get(keyword)
+    schema[keyword] = value if current is None else min(current, value)
+    note = f"At most {value} here ({setting})."
+    schema["description"] = f"{schema['description']} {note}" if "description" in schema else note
+
+
+def limit_training(train: Schema, components: Schema, settings: Settings) -> None:
+    # the request's hyperparameters get their own component: responses keep the absolute
+    # bounds (a version imported, or trained before the settings changed, may exceed these)
+    shared = train["properties"]["hyperparameters"]
+    hyperparameters = copy.deepcopy(resolve(shared, components))
+    hyperparameters["title"] = "TrainingHyperparameters"
+    required = []
+    for name, setting in HYPERPARAMETER_LIMITS.items():
+        field = hyperparameters["properties"][name]
+        value = getattr(settings, setting)
+        limit(field, "maximum", value, f"CHARNN_{setting.upper()}")
+        if field.get("default", 0) > value:  # leaving it out would ask for too much
+            del field["default"]
+            required.append(name)
+    if required:
+        hyperparameters["required"] = required
+        train["required"] = [*train.get("required", []), "hyperparameters"]
+    components["TrainingHyperparameters"] = hyperparameters
+    train["properties"]["hyperparameters"] = {"$ref": REF_PREFIX + "TrainingHyperparameters"}
+
+    pairs = data_variant(train, components, "pairs")["properties"]["pairs"]
+    limit(pairs, "maxItems", settings.max_training_pairs, "CHARNN_MAX_TRAINING_PAIRS")
+    pair = resolve(pairs["items"], components)
+    for side in ("input", "target"):
+        limit(
+            pair["properties"][side],
+            "maxLength",
+            settings.max_training_chars,
+            "CHARNN_MAX_TRAINING_CHARS",
+        )
+    text = data_variant(train, components, "text")["properties"]["text"]
+    limit(text, "maxLength", settings.max_training_chars, "CHARNN_MAX_TRAINING_CHARS")
+
+
+def limit_serving(schema: Schema, components: Schema, settings: Settings) -> None:
+    predict = request_body(schema, "/predict", components)["properties"]
+    limit(predict["inputs"], "maxItems", settings.max_predict_inputs, "CHARNN_MAX_PREDICT_INPUTS")
+    predict["inputs"]["items"]["maxLength"] = settings.max_input_length
+    generate = request_body(schema, "/generate", components)["properties"]
+    limit(generate["prompt"], "maxLength", settings.max_input_length, "CHARNN_MAX_INPUT_LENGTH")
+    limit(generate["length"], "maximum", settings.max_generate_length, "CHARNN_MAX_GENERATE_LENGTH")
+
+
+def open_access(schema: Schema) -> None:
+    """No keys configured: nothing to present, so nothing is asked for, and no 401."""
+    schema["components"].pop("securitySchemes", None)
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            operation.pop("security", None)
+            operation["responses"].pop("401", None)

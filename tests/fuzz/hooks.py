@@ -1,0 +1,68 @@
+"""schemathesis hooks for fuzzing charnn (loaded through ``tests/fuzz/schemathesis.toml``).
+
+A few rules cannot be stated in JSON Schema, because they relate values to each other
+or to stored models: a pair's input and target have the same length, a text model's
+vocabulary reads what it writes, data and inputs use only their vocabulary's characters,
+a training job's total cost and total characters stay under their limits, generation
+needs a model trained on text, an imported checkpoint's files are a checkpoint. charnn
+refuses a request that breaks one with a 422 whose ``type`` names the rule.
+
+The configuration lets ``positive_data_acceptance`` take a 422 from the four operations
+that have such rules, and only those; ``semantic_refusals_only`` then fails any of those
+422s (to a schema-valid request) that refuses anything else. So a 422 for a reason
+the schema could have stated, e.g. a pydantic error, still fails the run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import schemathesis
+
+# operation -> the kinds of refusal the schema cannot state ("limit_exceeded:<setting>" for
+# a limit, "message" for a 422 whose detail is a message rather than a list of field errors)
+SEMANTIC_REFUSALS: dict[str, frozenset[str]] = {
+    "POST /train": frozenset(
+        {
+            "invalid_data",  # misaligned pairs; a text vocabulary whose input is not its output
+            "unknown_character",  # data outside the vocabulary given with it
+            "limit_exceeded:CHARNN_MAX_TRAINING_COST",  # parameters x characters x epochs
+            "limit_exceeded:CHARNN_MAX_TRAINING_CHARS",  # summed over every pair
+        }
+    ),
+    "POST /predict": frozenset({"unknown_character"}),  # the model's vocabulary
+    "POST /generate": frozenset({"unknown_character", "message"}),  # message: trained on pairs
+    "POST /models/{name}/versions": frozenset({"invalid_request"}),  # the files' contents
+}
+SETTING = re.compile(r"\(limit set by (CHARNN_[A-Z_]+)\)")
+
+
+def refusal_kinds(detail: Any) -> set[str]:
+    if isinstance(detail, str):
+        return {"message"}
+    kinds = set()
+    for error in detail:
+        kind = str(error.get("type"))
+        if kind == "limit_exceeded" and (found := SETTING.search(str(error.get("msg")))):
+            kind += ":" + found.group(1)
+        kinds.add(kind)
+    return kinds
+
+
+@schemathesis.check
+def semantic_refusals_only(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A 422 to a schema-valid request refuses only a rule the schema cannot state."""
+    meta = case.meta
+    if response.status_code != 422 or meta is None or not meta.generation.mode.is_positive:
+        return None
+    allowed = SEMANTIC_REFUSALS.get(f"{case.method.upper()} {case.path}")
+    if allowed is None:
+        return None  # no 422 is allowed there: positive_data_acceptance reports it
+    kinds = refusal_kinds(response.json()["detail"])
+    if not kinds <= allowed:
+        raise AssertionError(
+            f"a schema-valid request was refused for {sorted(kinds - allowed)}, which the "
+            f"schema could state; only {sorted(allowed)} cannot be"
+        )
+    return None
