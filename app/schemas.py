@@ -8,19 +8,21 @@ engine share one definition of each.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from app.jobs.spec import TEXT_IS_NOT_BIDIRECTIONAL, JobSpec, ModelName
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Prediction
+from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
 from app.store.tables import JobRow, JobStatus, ModelRow, VersionRow, utcnow
 
 VERSION_MAX = 2**31 - 1  # the registry keeps version numbers in a 32-bit integer column
+OptionalVersion = Annotated[StrictInt, Field(ge=1, le=VERSION_MAX), integral] | None
 
 HELLO_TRAIN_EXAMPLE: dict[str, Any] = {
     "model_name": "hello",
@@ -118,19 +120,16 @@ class ModelPublic(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        strict=True,  # as the schema says: false is no integer, 1 no boolean
         json_schema_extra={"examples": [{"model_name": "hello", "inputs": ["hello"]}]},
     )
 
     model_name: ModelName
-    version: int | None = Field(
-        None, ge=1, le=VERSION_MAX, description="Default: the latest version."
-    )
+    version: OptionalVersion = Field(None, description="Default: the latest version.")
     inputs: list[str] = Field(min_length=1, description="Sequences to map, one output each.")
-    return_probabilities: bool = Field(
+    return_probabilities: JsonBool = Field(
         False, description="Also return the probability of each chosen character."
     )
-    top_k: int = Field(0, ge=0, le=64, description="Also return the k likeliest characters.")
+    top_k: JsonInt = Field(0, ge=0, le=64, description="Also return the k likeliest characters.")
 
 
 class CharProbabilityPublic(BaseModel):
@@ -155,18 +154,17 @@ class PredictResponse(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        strict=True,
         json_schema_extra={
             "examples": [{"model_name": "fox", "prompt": "the quick", "length": 40}]
         },
     )
 
     model_name: ModelName
-    version: int | None = Field(None, ge=1, le=VERSION_MAX)
+    version: OptionalVersion = Field(None, description="Default: the latest version.")
     prompt: str = Field(min_length=1)
-    length: int = Field(100, ge=1, description="Characters to add to the prompt.")
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0: always the likeliest.")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    length: JsonInt = Field(100, ge=1, description="Characters to add to the prompt.")
+    temperature: JsonFloat = Field(1.0, ge=0.0, le=10.0, description="0: always the likeliest.")
+    seed: OptionalSeed = None
 
 
 class GenerateResponse(BaseModel):

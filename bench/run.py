@@ -134,9 +134,20 @@ class Load:
     p99_ms: float
 
 
+def _percentile(out: str, label: str) -> str:
+    """From wrk's latency distribution lines alone ("   50%  1.23ms"), not "98.50%"."""
+    match = re.search(rf"^\s+{label}\s+(\S+)", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no {label} latency in wrk's output:\n{out}")
+    return match.group(1)
+
+
 def _ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk latency {value!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, body: dict[str, object], concurrency: int, seconds: float) -> Load:
@@ -167,8 +178,7 @@ def wrk(url: str, body: dict[str, object], concurrency: int, seconds: float) -> 
     if "Non-2xx" in out:
         raise RuntimeError(f"errors under load:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50, p99 = _ms(_percentile(out, "50%")), _ms(_percentile(out, "99%"))
     return Load(rps, p50, p99)
 
 

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from app.errors import (
     ConflictError,
@@ -146,26 +146,42 @@ async def handle_database_down(_request: Request, exc: Exception) -> JSONRespons
     )
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:
-                methods |= route.methods
-    return sorted(methods)
+    """Every method some route serves at this path.
+
+    Starlette's 405 names only the methods of the first route that matched the path
+    (``GET`` where ``DELETE`` is served too); so ask the router about each method.
+    """
+    allowed = []
+    for method in METHODS:
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
-        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and (
+        allowed := allowed_methods(request)
+    ):  # (none for the static files, whose own 405 stands)
+        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
         exc = StarletteHTTPException(exc.status_code, exc.detail, headers)
     return await http_exception_handler(request, exc)
 
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The body cannot be parsed at all (not UTF-8, or broken multipart)",
     401: "Missing or invalid API key",
     403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
     404: "No such model, version or job",
@@ -176,11 +192,25 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "The scheme to use.", "schema": {"const": "Bearer"}}},
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these refusals, each ``{"detail": "<message>"}``."""
-    return {
-        code: {"model": ErrorMessage, "description": ERROR_DESCRIPTIONS[code]} for code in codes
-    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        responses[code] = {"model": ErrorMessage, "description": ERROR_DESCRIPTIONS[code]}
+        if code in ERROR_HEADERS:
+            responses[code]["headers"] = ERROR_HEADERS[code]
+    return responses
 
 
 AUTH_RESPONSES = error_responses(401, 403)

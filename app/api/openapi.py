@@ -10,7 +10,9 @@ client (or a fuzzer) reading it is told the truth:
 - the devices this machine can train on (local backend; the rq backend's GPU workers
   come and go, so its schema keeps the general pattern);
 - without API keys no request needs credentials (loopback clients are served as they are),
-  so no operation declares a security requirement and none answers 401.
+  so no operation declares a security requirement and none answers 401;
+- bounds are written as the integers they are (FastAPI's OpenAPI model makes every bound
+  a float: ``"minimum": 1.0``, which some generators mishandle on integer fields).
 
 Rules that relate values to each other or to stored models (aligned pairs, characters
 outside a vocabulary, a training job's total cost) cannot be stated in JSON Schema; they
@@ -56,6 +58,7 @@ def tailor(schema: Schema, settings: Settings) -> Schema:
     limit_serving(schema, components, settings)
     if not settings.key_scopes:
         open_access(schema)
+    integral_bounds(schema)
     return schema
 
 
@@ -109,6 +112,13 @@ def limit_training(train: Schema, components: Schema, settings: Settings) -> Non
         train["required"] = [*train.get("required", []), "hyperparameters"]
     components["TrainingHyperparameters"] = hyperparameters
     train["properties"]["hyperparameters"] = {"$ref": REF_PREFIX + "TrainingHyperparameters"}
+    for example in train.get("examples", []):  # the examples work here too
+        values = example.get("hyperparameters", {})
+        for name, setting in HYPERPARAMETER_LIMITS.items():
+            if name in values:
+                values[name] = min(values[name], getattr(settings, setting))
+            elif name in required:
+                values[name] = getattr(settings, setting)
 
     pairs = data_variant(train, components, "pairs")["properties"]["pairs"]
     limit(pairs, "maxItems", settings.max_training_pairs, "CHARNN_MAX_TRAINING_PAIRS")
@@ -131,6 +141,22 @@ def limit_serving(schema: Schema, components: Schema, settings: Settings) -> Non
     generate = request_body(schema, "/generate", components)["properties"]
     limit(generate["prompt"], "maxLength", settings.max_input_length, "CHARNN_MAX_INPUT_LENGTH")
     limit(generate["length"], "maximum", settings.max_generate_length, "CHARNN_MAX_GENERATE_LENGTH")
+
+
+BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+
+
+def integral_bounds(node: Any) -> None:
+    """``"maximum": 2147483647.0`` -> ``2147483647``, everywhere in the schema."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in BOUNDS and isinstance(value, float) and value.is_integer():
+                node[key] = int(value)
+            else:
+                integral_bounds(value)
+    elif isinstance(node, list):
+        for item in node:
+            integral_bounds(item)
 
 
 def open_access(schema: Schema) -> None:

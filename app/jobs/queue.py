@@ -41,7 +41,8 @@ log = logging.getLogger("charnn.queue")
 
 PERFORM = "app.jobs.queue.perform"
 DISPATCH_SECONDS = 2.0
-WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
+# STARTED too: a worker has taken the message and is about to claim the job
+WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED, RQStatus.STARTED}
 
 
 def queue_name(settings: Settings, device: str) -> str:

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed
 
 Architecture = Literal["rnn_cell", "rnn", "embedding_rnn"]
 Cell = Literal["rnn", "gru", "lstm"]
@@ -48,9 +41,9 @@ COMBINATION_RULES: list[JsonValue] = [
 class Hyperparameters(BaseModel):
     """How to build and train a model."""
 
-    # Numbers and booleans are strict (StrictInt...), as the schema says: true is not the
-    # integer 1, 49.0 not the integer 49, "0.5" not a number. Per field rather than
-    # model-wide, so that callers may still pass a plain dict of numbers.
+    # Numbers and booleans as JSON Schema types them (app.ml.jsontypes): true is not the
+    # integer 1, nor "0.5" a number. Per field rather than model-wide strict mode, which
+    # would refuse 49.0 for an integer.
     model_config = ConfigDict(
         frozen=True, extra="forbid", json_schema_extra={"allOf": COMBINATION_RULES}
     )
@@ -65,10 +58,10 @@ class Hyperparameters(BaseModel):
         ),
     )
     cell: Cell = Field("rnn", description="Recurrent cell: plain tanh RNN, GRU or LSTM.")
-    embedding_size: StrictInt = Field(
+    embedding_size: JsonInt = Field(
         10, ge=1, le=1024, description="Embedding width (embedding_rnn only)."
     )
-    hidden_size: StrictInt = Field(
+    hidden_size: JsonInt = Field(
         8,
         ge=1,
         le=4096,
@@ -77,38 +70,36 @@ class Hyperparameters(BaseModel):
             "output, so its size is the output vocabulary's)."
         ),
     )
-    num_layers: StrictInt = Field(
+    num_layers: JsonInt = Field(
         2, ge=1, le=8, description="Stacked recurrent layers (not rnn_cell)."
     )
-    bidirectional: StrictBool = Field(
+    bidirectional: JsonBool = Field(
         False,
         description="Read each input both ways (embedding_rnn on aligned pairs only).",
     )
-    dropout: StrictFloat = Field(
+    dropout: JsonFloat = Field(
         0.0, ge=0.0, le=0.9, description="Dropout between recurrent layers (num_layers >= 2)."
     )
     optimizer: OptimizerName = Field("adam", description="adam (the tutorial's), adamw or sgd.")
-    learning_rate: StrictFloat = Field(0.05, gt=0.0, le=10.0, description="Optimizer step size.")
-    weight_decay: StrictFloat = Field(0.0, ge=0.0, le=1.0, description="L2 penalty / AdamW decay.")
-    momentum: StrictFloat = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
-    epochs: StrictInt = Field(15, ge=1, le=100_000, description="Passes over the training data.")
-    batch_size: StrictInt = Field(32, ge=1, le=4096, description="Sequences per optimizer step.")
-    grad_clip: StrictFloat | None = Field(
+    learning_rate: JsonFloat = Field(0.05, gt=0.0, le=10.0, description="Optimizer step size.")
+    weight_decay: JsonFloat = Field(0.0, ge=0.0, le=1.0, description="L2 penalty / AdamW decay.")
+    momentum: JsonFloat = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
+    epochs: JsonInt = Field(15, ge=1, le=100_000, description="Passes over the training data.")
+    batch_size: JsonInt = Field(32, ge=1, le=4096, description="Sequences per optimizer step.")
+    grad_clip: JsonFloat | None = Field(
         None, gt=0.0, le=1000.0, description="Clip the gradient norm to this value; null: off."
     )
-    seq_len: StrictInt = Field(
+    seq_len: JsonInt = Field(
         64, ge=1, le=4096, description="Window length when training on plain text."
     )
-    validation_fraction: StrictFloat = Field(
+    validation_fraction: JsonFloat = Field(
         0.1,
         ge=0.0,
         le=0.5,
         description="Share of examples held out for validation (rounded down; 0: none).",
     )
-    seed: StrictInt | None = Field(
+    seed: OptionalSeed = Field(
         None,
-        ge=0,
-        le=2**63 - 1,
         description="Random seed; a fixed seed makes a CPU run reproducible bit for bit. "
         "null: drawn at random and recorded.",
     )

@@ -138,7 +138,9 @@ class Predictor:
             if temperature == 0:
                 nxt = int(last.argmax())
             else:
-                probs = (last / temperature).softmax(-1)
+                # shifted, and in float64: a tiny temperature sends the others to -inf (the
+                # likeliest stays at 0), never to nan; float32 would round it to 0
+                probs = ((last - last.max()).double() / temperature).softmax(-1)
                 nxt = int(torch.multinomial(probs, 1, generator=generator))
             out.append(nxt)
             logits, state = self.model(torch.tensor([[nxt]], device=self.device), state=state)

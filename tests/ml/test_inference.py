@@ -116,6 +116,15 @@ def test_temperature_zero_always_takes_the_likeliest_character(writer: Predictor
     assert greedy[5] == writer.predict(["the c"])[0].output[-1]
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324], ids=["tiny", "subnormal"])
+def test_a_tiny_temperature_samples_the_likeliest_character(
+    writer: Predictor, temperature: float
+) -> None:
+    greedy = writer.generate("the c", 10, temperature=0)
+
+    assert writer.generate("the c", 10, temperature=temperature, seed=1) == greedy
+
+
 @pytest.mark.parametrize("architecture", ["rnn_cell", "rnn", "embedding_rnn"])
 def test_generation_carries_the_state_as_if_rereading_the_whole_text(architecture: str) -> None:
     hp = Hyperparameters(architecture=architecture, cell="lstm", num_layers=1, seed=0)

@@ -131,6 +131,7 @@ async def read_limited(upload: UploadFile, field: str, limit: int) -> bytes:
     status_code=status.HTTP_201_CREATED,
     response_model=VersionPublic,
     dependencies=[AdminAccess],
+    responses=error_responses(400),
 )
 async def import_version(
     name: NamePath,

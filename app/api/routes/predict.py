@@ -15,7 +15,9 @@ from app.schemas import (
     predict_response,
 )
 
-router = APIRouter(tags=["predict"], responses={**AUTH_RESPONSES, **error_responses(404, 429, 503)})
+router = APIRouter(
+    tags=["predict"], responses={**AUTH_RESPONSES, **error_responses(400, 404, 429, 503)}
+)
 
 # generate also refuses a model trained on pairs: a 422 with a message, not a field list
 GENERATE_422 = {

@@ -13,11 +13,21 @@ from app.schemas import JobPublic, TrainRequest, job_public
 router = APIRouter(
     tags=["training"],
     dependencies=[AdminAccess],
-    responses={**AUTH_RESPONSES, **error_responses(429, 503)},
+    responses={**AUTH_RESPONSES, **error_responses(400, 429, 503)},
 )
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={
+        202: {
+            "description": "The job, queued",
+            "headers": {"Location": {"description": "/jobs/{id}", "schema": {"type": "string"}}},
+        }
+    },
+)
 def train(request: TrainRequest, services: ServicesDep, response: Response) -> JobPublic:
     """Queue a training job; follow it at /jobs/{id} or /jobs/{id}/events."""
     job = submit_job(request, services.settings, services.registry, services.runner)
