@@ -198,7 +198,3 @@ def estimate_parameters(config: ModelConfig) -> int:
         + recurrent(config.embedding_size, config.hidden_size, config.num_layers)
         + (config.hidden_size * directions + 1) * config.output_size
     )
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

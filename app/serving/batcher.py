@@ -46,7 +46,6 @@ class Batcher:
         self.max_wait = max_wait
         self._waiting: list[Pending] = []
         self._busy = False  # a batch is running, or is about to start
-        self.batch_sizes: list[int] = []  # recent batch sizes, for metrics and tests
 
     async def predict(
         self, ids: Sequence[Sequence[int]], *, top_k: int = 0, probabilities: bool = False
@@ -103,10 +102,7 @@ class Batcher:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result([_trim(r, pending) for r in mine])
-        size = sum(len(p.ids) for p in batch)
-        self.batch_sizes.append(size)
-        del self.batch_sizes[:-1000]
-        self.on_batch(size)
+        self.on_batch(sum(len(p.ids) for p in batch))
 
 
 def _trim(prediction: Prediction, pending: Pending) -> Prediction:
