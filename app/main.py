@@ -6,14 +6,17 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.api.auth import Authorizer
 from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
+from app.api.fast_predict import FastPredict
 from app.api.limits import BodySizeLimit, RateLimiter
 from app.api.observability import (
     Metrics,
@@ -54,12 +57,34 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class CharnnApp(FastAPI):
+    """FastAPI, with ``POST /predict`` served by ``FastPredict`` while the service runs.
+
+    The route stays registered: it documents the endpoint, and it answers every
+    request that the fast path hands back to it (all the refusals).
+    """
+
+    fast_predict: FastPredict | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_predict
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/predict"
+            and scope["method"] == "POST"
+        ):
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> CharnnApp:
     settings = settings or get_settings()
     metrics = Metrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: CharnnApp) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format == "json")
         services = build_services(settings, metrics)
         app.state.services = services
@@ -71,6 +96,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
         services.runner.start()
+        app.fast_predict = FastPredict(
+            partial(FastAPI.__call__, app),  # the full stack, ending in the /predict route
+            services,
+            app.state.authorizer,
+            app.exception_handlers,
+        )
         # everything loaded so far lives as long as the process: keep it out of the
         # collector's way, or each full collection walks torch's objects (tail latency)
         gc.collect()
@@ -79,11 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.fast_predict = None
             services.runner.stop()
             services.serving.close()
             services.registry.close()
 
-    app = FastAPI(
+    app = CharnnApp(
         title="charnn",
         version=__version__,
         summary="Train and serve character-level recurrent networks.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -30,6 +31,7 @@ LOCAL_ONLY = (
 )
 
 
+@lru_cache(maxsize=1024)  # the same few client addresses, request after request
 def is_loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
@@ -42,11 +44,14 @@ class Authorizer:
         self.keys = [(key.encode(), scopes) for key, scopes in settings.key_scopes.items()]
         self.open = settings.allow_unauthenticated
 
-    def principal(self, request: Request, credentials: str | None, scope: str) -> str:
-        """Who is calling (for rate limits), or an HTTPException saying why not."""
+    def principal(self, host: str | None, credentials: str | None, scope: str) -> str:
+        """Who is calling (for rate limits), or an HTTPException saying why not.
+
+        ``host`` is the client's address; ``credentials`` the bearer token, if any.
+        """
         if not self.keys:
-            if self.open or is_loopback(request.client.host if request.client else None):
-                return f"client:{request.client.host if request.client else '-'}"
+            if self.open or is_loopback(host):
+                return f"client:{host or '-'}"
             raise HTTPException(status.HTTP_403_FORBIDDEN, LOCAL_ONLY)
         if credentials is None:
             raise HTTPException(
@@ -81,7 +86,7 @@ def require(scope: str) -> Callable[[Request, Credentials], Awaitable[str]]:
     async def check(request: Request, credentials: Credentials) -> str:
         authorizer: Authorizer = request.app.state.authorizer
         token = credentials.credentials if credentials is not None else None
-        return authorizer.principal(request, token, scope)
+        return authorizer.principal(request.client.host if request.client else None, token, scope)
 
     return check
 

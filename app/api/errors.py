@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, status
@@ -215,6 +216,17 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 AUTH_RESPONSES = error_responses(401, 403)
 ERROR_RESPONSES = error_responses(413)  # every route: the body size is checked before routing
+
+
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]  # as FastAPI keeps them
+
+
+def exception_handler_for(handlers: Mapping[Any, Handler], exc: Exception) -> Handler | None:
+    """The handler the app would pick for ``exc``: the one of its nearest class."""
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:

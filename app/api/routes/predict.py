@@ -1,4 +1,8 @@
-"""Predict (map inputs to outputs) and generate (continue a prompt)."""
+"""Predict (map inputs to outputs) and generate (continue a prompt).
+
+While the service runs, ``app.api.fast_predict`` serves ``POST /predict`` and hands this
+route what it refuses; the two must answer alike (tests/api/test_fast_predict.py).
+"""
 
 from __future__ import annotations
 
