@@ -52,6 +52,10 @@ class TrainRequest(JobSpec):
 
 class EpochPublic(EpochMetrics):
     attempt: int = Field(description="Which attempt of the job trained this epoch (1-based).")
+    recorded_at: datetime = Field(
+        description="When the epoch was recorded, after its checkpoint was written: the "
+        "time between two epochs' recorded_at is what an epoch costs the job in all."
+    )
 
 
 class JobPublic(BaseModel):
@@ -191,7 +195,10 @@ class Health(BaseModel):
 
 
 def job_public(job: JobRow) -> JobPublic:
-    history = [EpochPublic(attempt=row.attempt, **row.metrics) for row in job.history]
+    history = [
+        EpochPublic(attempt=row.attempt, recorded_at=row.created_at, **row.metrics)
+        for row in job.history
+    ]
     elapsed = eta = None
     if job.started_at is not None:
         end = job.finished_at or utcnow()

@@ -49,6 +49,9 @@ def test_train_hello_follow_its_events_and_predict(start_server: StartServer, he
     history = final["history"]
     assert [e["epoch"] for e in history] == list(range(1, 16))
     assert {e["attempt"] for e in history} == {1}
+    recorded = [e["recorded_at"] for e in history]  # ISO 8601, UTC: sorted as text
+    assert recorded == sorted(recorded)
+    assert recorded[-1] <= final["finished_at"]
     assert history[-1]["loss"] < history[0]["loss"]
     last = history[-1]
     assert (last["sample_input"], last["sample_prediction"]) == ("hello", "ohlol")
@@ -107,7 +110,10 @@ def test_a_trained_model_and_its_version_are_listed(start_server: StartServer, h
         "validation_fraction": 0.1,
         "seed": 0,
     }
-    assert version["metrics"] == {k: v for k, v in job["history"][-1].items() if k != "attempt"}
+    last_epoch = job["history"][-1]
+    assert version["metrics"] == {
+        k: v for k, v in last_epoch.items() if k not in ("attempt", "recorded_at")
+    }
     # Embedding 4x10, two RNN layers (8x10 + 8x8 + 2x8, then 8x8 + 8x8 + 2x8), Linear 8x3 + 3
     assert version["parameters"] == 40 + 160 + 144 + 27 == 371
     files = [f for f in (server.store_dir / "models" / "hello").rglob("*") if f.is_file()]

@@ -68,6 +68,18 @@ SEQUENCES = [[0, 1, 2, 3, 4, 5], [5, 4], [2, 2, 3, 1]]
 TARGETS = [[0, 1, 2, 0, 1, 2], [2, 1], [1, 1, 0, 2]]
 
 
+def test_a_ragged_batch_has_no_final_state_unless_its_layer_reads_backwards() -> None:
+    # a one-way layer runs over the padding (faster than packing; the outputs that count
+    # are exact), so the shorter rows' final state would be wrong: none is returned
+    lengths = torch.tensor([len(s) for s in SEQUENCES])
+    one_way = make_model(architecture="embedding_rnn")
+    two_way = make_model(architecture="embedding_rnn", bidirectional=True)
+
+    assert one_way(pad(SEQUENCES, 3), lengths)[1] is None
+    assert two_way(pad(SEQUENCES, 3), lengths)[1] is not None
+    assert one_way(torch.tensor([SEQUENCES[0]]), torch.tensor([6]))[1] is not None
+
+
 @pytest.mark.parametrize("hyperparameters", BATCHABLE.values(), ids=BATCHABLE.keys())
 def test_a_padded_batch_matches_its_sequences_one_by_one(hyperparameters: dict[str, Any]) -> None:
     model = make_model(**hyperparameters)
