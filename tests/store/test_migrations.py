@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from app.store.db import MIGRATIONS, make_engine, upgrade_schema
+from app.store.db import HEAD_REVISION, MIGRATIONS, applied_revision, make_engine, upgrade_schema
 from app.store.tables import Base
 
 
@@ -95,3 +95,12 @@ def test_an_older_store_is_upgraded_without_losing_its_jobs(engine: Engine) -> N
     with engine.connect() as connection:
         row = connection.execute(text("SELECT model_name, failures, queue_ref FROM jobs")).one()
     assert tuple(row) == ("hello", 0, None)
+
+
+def test_the_head_revision_the_service_checks_for_is_the_newest_migration(engine: Engine) -> None:
+    # the service skips Alembic when the database is at HEAD_REVISION: a new migration
+    # must move it, or the migration would never be applied
+    assert head() == HEAD_REVISION
+    assert applied_revision(engine) is None
+    upgrade_schema(engine)
+    assert applied_revision(engine) == HEAD_REVISION
