@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -184,11 +184,7 @@ def wrk(url: str, body: dict[str, object], concurrency: int, seconds: float) -> 
     return Load(rps, p50, p99)
 
 
-def load_test(
-    url: str, body: dict[str, object], concurrency: int, seconds: float, runs: int
-) -> Load:
-    wrk(url, body, concurrency, min(2.0, seconds))  # warm-up
-    results = [wrk(url, body, concurrency, seconds) for _ in range(runs)]
+def median_load(results: list[Load]) -> Load:
     return Load(
         statistics.median(r.rps for r in results),
         statistics.median(r.p50_ms for r in results),
@@ -204,21 +200,30 @@ def predict_body(model: BenchModel) -> dict[str, object]:
 
 
 def serving(store: Path, seconds: float, runs: int) -> dict[str, dict[str, Load]]:
-    """req/s and latency of charnn, the naive server and the echo ceiling, per model."""
+    """req/s and latency of charnn, the naive server and the echo ceiling, per model.
+
+    The three servers run at once (idle ones cost nothing) and take turns under load,
+    run by run, so that a drift in the machine's speed touches all three alike.
+    """
     results: dict[str, dict[str, Load]] = {}
     for model in (TUTORIAL, MEDIUM):
         body = predict_body(model)
-        for name, start in (
-            ("charnn", lambda: charnn_server(store)),
-            ("naive", lambda: reference_server("naive_server", store, body)),  # noqa: B023
-            ("echo", lambda: reference_server("echo_server", store, body)),  # noqa: B023
-        ):
-            with start() as running:
-                for concurrency in (1, 32):
+        with ExitStack() as stack:
+            servers = {
+                "charnn": stack.enter_context(charnn_server(store)),
+                "naive": stack.enter_context(reference_server("naive_server", store, body)),
+                "echo": stack.enter_context(reference_server("echo_server", store, body)),
+            }
+            for concurrency in (1, 32):
+                for running in servers.values():
+                    wrk(running.url, body, concurrency, min(2.0, seconds))  # warm-up
+                loads: dict[str, list[Load]] = {name: [] for name in servers}
+                for _ in range(runs):
+                    for name, running in servers.items():
+                        loads[name].append(wrk(running.url, body, concurrency, seconds))
+                for name, measured in loads.items():
                     key = f"{name} c={concurrency}"
-                    results.setdefault(model.name, {})[key] = load_test(
-                        running.url, body, concurrency, seconds, runs
-                    )
+                    results.setdefault(model.name, {})[key] = median_load(measured)
                     print(model.name, key, results[model.name][key], flush=True)  # noqa: T201
     return results
 
