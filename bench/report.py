@@ -34,7 +34,9 @@ def write_report(
             if quick
             else "is the median of three 10 s runs after a warm-up"
         )
-        + ".",
+        + ". The three servers of a model run at once and take turns, run by run;",
+        "the training job (end to end, epoch to epoch: checkpoints and registry writes",
+        "included) alternates with the plain loop. A ratio compares numbers of this run only.",
         "",
         "## Predict under load",
         "",
