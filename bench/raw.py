@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,27 +17,34 @@ from app.ml.hyperparameters import Hyperparameters
 from app.ml.model import build_model
 
 
-def on_one_core(threads: int = 1) -> None:
+@contextmanager
+def on_one_core(threads: int = 1) -> Iterator[None]:
+    """Measure in process on the servers' core; the harness goes back to its own after."""
+    affinity, before = os.sched_getaffinity(0), torch.get_num_threads()
     os.sched_setaffinity(0, {0})
     torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(before)
 
 
-@torch.inference_mode()
 def raw_forward_throughput(version_dir: Path, text: str, batch: int, runs: int = 3) -> float:
     """Sequences per second of ``model(ids)`` alone, at ``batch`` sequences per call."""
-    on_one_core()
     checkpoint = load_checkpoint(version_dir)
     model = build_model(checkpoint.config)
     model.load_state_dict(checkpoint.weights)
     model.eval()
     ids = torch.tensor([checkpoint.vocab.encode_inputs([text])[0]] * batch)
     rates = []
-    for _ in range(runs):
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < 2.0:
-            model(ids)
-            calls += 1
-        rates.append(calls * batch / (time.perf_counter() - started))
+    with on_one_core(), torch.inference_mode():
+        for _ in range(runs):
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 2.0:
+                model(ids)
+                calls += 1
+            rates.append(calls * batch / (time.perf_counter() - started))
     return statistics.median(rates)
 
 
@@ -55,7 +64,6 @@ class PlainModel(nn.Module):
 
 def plain_training_throughput(text: str, hp: Hyperparameters, threads: int) -> float:
     """Characters per second of a plain batched loop over ``seq_len`` windows of ``text``."""
-    on_one_core(threads)
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([index[c] for c in text])
@@ -66,15 +74,16 @@ def plain_training_throughput(text: str, hp: Hyperparameters, threads: int) -> f
     model = PlainModel(len(chars), hp)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp.learning_rate)
     rates = []
-    for _ in range(hp.epochs):
-        started = time.perf_counter()
-        for order in torch.randperm(windows).split(hp.batch_size):
-            optimizer.zero_grad()
-            logits = model(inputs[order])
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, len(chars)), targets[order].reshape(-1)
-            )
-            loss.backward()
-            optimizer.step()
-        rates.append(windows * hp.seq_len / (time.perf_counter() - started))
+    with on_one_core(threads):
+        for _ in range(hp.epochs):
+            started = time.perf_counter()
+            for order in torch.randperm(windows).split(hp.batch_size):
+                optimizer.zero_grad()
+                logits = model(inputs[order])
+                loss = nn.functional.cross_entropy(
+                    logits.reshape(-1, len(chars)), targets[order].reshape(-1)
+                )
+                loss.backward()
+                optimizer.step()
+            rates.append(windows * hp.seq_len / (time.perf_counter() - started))
     return statistics.median(rates[1:])  # the first epoch pays torch's warm-up

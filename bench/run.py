@@ -82,12 +82,17 @@ def server(argv: list[str], env: dict[str, str], ready: Callable[[str], bool]) -
         process.wait(10)
 
 
+# One client for the harness: a new one per call builds an SSL context, tens of
+# milliseconds of CPU on every poll of a server that is starting.
+http = httpx.Client(timeout=30)
+
+
 def answers(path: str, body: dict[str, object] | None = None) -> Callable[[str], bool]:
     def check(url: str) -> bool:
         try:
             if body is None:
-                return httpx.get(url + path, timeout=1).status_code == 200
-            return httpx.post(url + path, json=body, timeout=5).status_code == 200
+                return http.get(url + path, timeout=1).status_code == 200
+            return http.post(url + path, json=body, timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -241,10 +246,10 @@ def job_throughput(url: str, text: str, hp: Hyperparameters) -> float:
         "hyperparameters": hp.model_dump(mode="json"),
         "device": "cpu",
     }
-    job = httpx.post(url + "/train", json=spec, timeout=30).json()
+    job = http.post(url + "/train", json=spec).json()
     while job["status"] not in ("succeeded", "failed", "cancelled"):
         time.sleep(1.0)
-        job = httpx.get(f"{url}/jobs/{job['id']}", timeout=10).json()
+        job = http.get(f"{url}/jobs/{job['id']}").json()
     assert job["status"] == "succeeded", job
     history = job["history"]
     seconds = datetime.fromisoformat(history[-1]["recorded_at"]) - datetime.fromisoformat(
@@ -295,7 +300,7 @@ def startup(store: Path, runs: int) -> dict[str, float]:
             url = running.url
             cold.append(time.perf_counter() - started)
             t = time.perf_counter()
-            httpx.post(url + "/predict", json=predict_body(MEDIUM), timeout=30).raise_for_status()
+            http.post(url + "/predict", json=predict_body(MEDIUM)).raise_for_status()
             first.append(time.perf_counter() - t)
     return {
         "cold_start_s": statistics.median(cold),
@@ -311,7 +316,7 @@ def memory(workdir: Path, versions: int = 20) -> float:
     with charnn_server(store, CHARNN_MODEL_CACHE_SIZE=str(versions)) as running:
         for version in range(1, versions + 1):
             body = {**predict_body(MEDIUM), "version": version}
-            httpx.post(running.url + "/predict", json=body, timeout=30).raise_for_status()
+            http.post(running.url + "/predict", json=body).raise_for_status()
         status = Path(f"/proc/{running.pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
 
@@ -327,6 +332,9 @@ def main() -> None:
     seconds, runs = (2.0, 1) if args.quick else (10.0, 3)
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
+    # the harness itself keeps off the servers' core (in-process measurements move there
+    # for their duration): its polling must not slow what it measures
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
     with tempfile.TemporaryDirectory(prefix="charnn-bench-") as tmp:
         workdir = Path(tmp)
         store = workdir / "store"
