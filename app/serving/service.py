@@ -42,6 +42,8 @@ class Serving:
         # one compute thread: forward passes queue up instead of fighting over the cores
         self.compute = ThreadPoolExecutor(1, thread_name_prefix="charnn-compute")
         self._versions: dict[VersionKey, tuple[float, VersionRow]] = {}
+        self._lookups: dict[VersionKey, asyncio.Future[VersionRow]] = {}
+        self._generation = 0  # moves on every forget(): lookups begun before it don't cache
         self._batchers: dict[tuple[str, str], Batcher] = {}
 
     def close(self) -> None:
@@ -49,6 +51,7 @@ class Serving:
 
     def forget(self, model_name: str) -> None:
         """Drop everything cached about a model (it or one of its versions was deleted)."""
+        self._generation += 1
         self._versions = {k: v for k, v in self._versions.items() if k[0] != model_name}
         self._batchers = {k: v for k, v in self._batchers.items() if k[0] != model_name}
         self.cache.evict_model(model_name)
@@ -58,12 +61,31 @@ class Serving:
     async def version(self, model_name: str, version: int | None) -> VersionRow:
         key = (model_name, version)
         cached = self._versions.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.settings.version_cache_seconds:
+        if (
+            cached is not None
+            and time.monotonic() - cached[0] < self.settings.version_cache_seconds
+        ):
             return cached[1]
-        row = await run_in_threadpool(self.registry.get_version, model_name, version)
-        self._versions[key] = (now, row)
+        # one lookup per key at a time: when an entry expires under load, every request
+        # for it would otherwise queue a query of its own (a latency spike every expiry)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(key))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(partial(self._looked_up, key))
+        return await asyncio.shield(lookup)  # a caller that goes away leaves it running
+
+    async def _look_up(self, key: VersionKey) -> VersionRow:
+        started, generation = time.monotonic(), self._generation
+        row = await run_in_threadpool(self.registry.get_version, *key)
+        if generation == self._generation:  # else a model was deleted meanwhile: don't cache
+            self._versions[key] = (started, row)
         return row
+
+    def _looked_up(self, key: VersionKey, lookup: asyncio.Future[VersionRow]) -> None:
+        self._lookups.pop(key, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved here too: its callers may all have gone away
 
     async def predictor(self, model_name: str, row: VersionRow) -> Predictor:
         loaded = self.cache.peek(model_name, row.directory)

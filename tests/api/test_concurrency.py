@@ -8,11 +8,13 @@ ASGITransport does not run it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from app.main import create_app
 from app.ml.checkpoint import Checkpoint
@@ -105,3 +107,29 @@ async def test_several_clients_follow_one_job_to_its_end(
         assert events[-1] == "event: end"
         assert set(events[:-1]) == {"event: job"}
     assert followers[3][0] == 200  # answered while three streams were open
+
+
+async def test_requests_that_find_the_version_expired_share_one_lookup(
+    make_settings: Callable[..., Settings],
+    publish: Callable[[str, Checkpoint], int],
+    hello_model: Checkpoint,
+) -> None:
+    # every request finds "the latest version of hello" expired; were each to look it up
+    # itself, a burst would queue one registry query per request
+    publish("hello", hello_model)
+    app = create_app(make_settings(version_cache_seconds=0))
+    async with app.router.lifespan_context(app):
+        lookups = []
+
+        def slow_model_lookup(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "FROM models" in statement:
+                lookups.append(statement)
+                time.sleep(0.2)  # in the thread pool: the burst arrives meanwhile
+
+        event.listen(app.state.services.registry.engine, "before_cursor_execute", slow_model_lookup)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://charnn.test") as client:
+            answers = await asyncio.gather(*(predict(client, "hello") for _ in range(32)))
+
+    assert {status for status, _ in answers} == {200}
+    assert len(lookups) == 1
