@@ -9,17 +9,29 @@ waiting ones (up to ``max_batch`` sequences) go to the compute thread as one bat
 so the event loop never runs a forward pass. Requests that arrive meanwhile form the
 next batch: under load batches grow by themselves, and a lone request never waits.
 ``max_wait`` optionally holds a small batch back a little for company.
+
+One more wait keeps batches whole under load. When a batch ends, the clients it
+answered are about to ask again, but the next batch would start at once with only
+those that were already waiting: batches then alternate large and small (measured:
+8 and 24 at 32 clients on the medium model), and small ones waste the forward pass.
+So when a batch would start smaller than the one that just ran plus those that
+waited for it, while the clients just answered may still be on their way back
+(within one forward pass of its end), it waits for them, but never longer than a
+tenth of that forward pass. A lone client is never held: it is all it waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import partial
 
 from app.ml.inference import Prediction, Predictor
+
+GATHER_FRACTION = 0.1  # of the last forward pass: the most a batch waits to be whole again
 
 
 @dataclass
@@ -46,6 +58,12 @@ class Batcher:
         self.max_wait = max_wait
         self._waiting: list[Pending] = []
         self._busy = False  # a batch is running, or is about to start
+        self._gathering: asyncio.TimerHandle | None = None  # waiting for the batch to fill
+        # after a batch: how many may join the next (what a gathering waits for), and
+        # the batch's forward time and end
+        self._target = 0
+        self._forward_seconds = 0.0
+        self._finished_at = 0.0
 
     async def predict(
         self, ids: Sequence[Sequence[int]], *, top_k: int = 0, probabilities: bool = False
@@ -53,13 +71,33 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Prediction]] = loop.create_future()
         self._waiting.append(Pending(ids, top_k, probabilities, future))
-        if not self._busy:
+        if self._gathering is not None:
+            if self._waiting_size() >= self._target:
+                self._gathering.cancel()
+                self._gathered(loop)
+        elif not self._busy:
             self._busy = True
             if self.max_wait > 0:
                 loop.call_later(self.max_wait, self._start, loop)
             else:
-                self._start(loop)
+                self._start_or_gather(loop)
         return await future
+
+    def _waiting_size(self) -> int:
+        return sum(len(p.ids) for p in self._waiting)
+
+    def _start_or_gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next batch now, or give the last batch's clients a moment to join it."""
+        returning = loop.time() - self._finished_at < self._forward_seconds
+        if returning and 0 < self._waiting_size() < self._target:
+            delay = GATHER_FRACTION * self._forward_seconds
+            self._gathering = loop.call_later(delay, self._gathered, loop)
+        else:
+            self._start(loop)
+
+    def _gathered(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._gathering = None
+        self._start(loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send the next batch to the compute thread (in the event loop)."""
@@ -73,6 +111,7 @@ class Batcher:
             self._busy = False
             return
         forward = partial(
+            _timed,
             self.predictor.predict_ids,
             [row for pending in batch for row in pending.ids],
             top_k=max(p.top_k for p in batch),
@@ -86,12 +125,17 @@ class Batcher:
         self,
         loop: asyncio.AbstractEventLoop,
         batch: list[Pending],
-        outcome: Future[list[Prediction]],
+        outcome: Future[tuple[list[Prediction], float]],
     ) -> None:
         """Hand each request its share of the results, then start the next batch."""
-        self._start(loop)  # first: the compute thread should not wait for the bookkeeping
         error = outcome.exception()
-        results = outcome.result() if error is None else []
+        results, self._forward_seconds = outcome.result() if error is None else ([], 0.0)
+        size = sum(len(p.ids) for p in batch)
+        # the clients just answered, and those already waiting: all may be in the next batch
+        self._target = min(size + self._waiting_size(), self.max_batch)
+        self._finished_at = loop.time()
+        # first: the compute thread should not wait for the bookkeeping below
+        self._start_or_gather(loop)
         start = 0
         for pending in batch:
             mine = results[start : start + len(pending.ids)]
@@ -102,7 +146,14 @@ class Batcher:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result([_trim(r, pending) for r in mine])
-        self.on_batch(sum(len(p.ids) for p in batch))
+        self.on_batch(size)
+
+
+def _timed(
+    forward: Callable[..., list[Prediction]], *args: object, **kwargs: object
+) -> tuple[list[Prediction], float]:
+    started = time.perf_counter()
+    return forward(*args, **kwargs), time.perf_counter() - started
 
 
 def _trim(prediction: Prediction, pending: Pending) -> Prediction:
