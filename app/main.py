@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.api.auth import Authorizer
+from app.api.auth import AccessControl, Authorizer
 from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.fast_predict import FastPredict
+from app.api.guard import RequestGuard, RequestGuardMiddleware
 from app.api.limits import BodySizeLimit, RateLimiter
 from app.api.observability import (
     Metrics,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         app.fast_predict = FastPredict(
             partial(FastAPI.__call__, app),  # the full stack, ending in the /predict route
             services,
+            app.state.guard,
             app.state.authorizer,
             app.exception_handlers,
         )
@@ -125,15 +127,22 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
     )
     install_error_handlers(app)
     app.state.authorizer = Authorizer(settings)
+    app.state.guard = RequestGuard(settings.host_names)
+    # the last added runs first: observe -> guard -> authorize -> limit the body -> route,
+    # so nothing reads a body before the Host, the Origin and the key are settled
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
         max_import_bytes=settings.max_import_bytes,
     )
+    routers = [module.router for module in (predict, health, train, jobs, models)]
+    keyed_routes = [route for router in routers for route in router.routes]
+    app.add_middleware(AccessControl, routes=keyed_routes, authorizer=app.state.authorizer)
+    app.add_middleware(RequestGuardMiddleware, guard=app.state.guard)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     # routes are matched in order: predict, the hot path, first; the static mounts last
-    for module in (predict, health, train, jobs, models):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
+    for router in routers:
+        app.include_router(router, responses=ERROR_RESPONSES)
     install_openapi(app, settings)
     install_docs(app)
     install_playground(app)

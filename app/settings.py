@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     max_generate_length: int = Field(
         2000, ge=1, le=1_000_000, description="Characters one generate call may add."
     )
+    max_predict_values: int = Field(
+        250_000,
+        ge=1,
+        le=100_000_000,
+        description="Per-character values one predict may report: characters of all its "
+        "inputs x (top_k, plus 1 with return_probabilities); bounds the answer's size.",
+    )
     max_training_pairs: int = Field(
         100_000, ge=1, le=10_000_000, description="Pairs in one training request."
     )
@@ -103,6 +110,12 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         False,
         description="Serve clients beyond loopback without API keys (refused otherwise).",
+    )
+    allowed_hosts: str = Field(
+        "localhost,127.0.0.1,::1",
+        description="Comma-separated names the service is served under, checked against "
+        "each request's Host (DNS rebinding); '*' accepts any. Cross-site POST, PUT, PATCH "
+        "and DELETE (a foreign Origin) are refused whatever this says.",
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Size of a request body (imports: see below)."
@@ -149,6 +162,17 @@ class Settings(BaseSettings):
         parse_api_keys(value.get_secret_value())  # raises on a malformed or weak key
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _some_hosts(cls, value: str) -> str:
+        if not parse_hosts(value):
+            raise ValueError("name at least one host, or '*' for any")
+        return value
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        return parse_hosts(self.allowed_hosts)
+
     @property
     def key_scopes(self) -> dict[str, frozenset[str]]:
         return parse_api_keys(self.api_keys.get_secret_value())
@@ -186,6 +210,11 @@ def parse_api_keys(text: str) -> dict[str, frozenset[str]]:
             )
         keys[key] = SCOPES[scope]
     return keys
+
+
+def parse_hosts(text: str) -> frozenset[str]:
+    """``"Example.com, [::1]"`` -> ``{"example.com", "::1"}``: lower case, IPv6 unbracketed."""
+    return frozenset(name.strip().strip("[]").lower() for name in text.split(",") if name.strip())
 
 
 @lru_cache

@@ -69,6 +69,8 @@ TEST_SETTINGS: dict[str, Any] = {
     "device": "cpu",
     "job_poll_seconds": 0.1,
     "worker_torch_threads": 1,
+    # Starlette's TestClient says "Host: testserver"; a real server is called on 127.0.0.1
+    "allowed_hosts": "127.0.0.1,localhost,testserver",
 }
 
 # --- request bodies ---------------------------------------------------------------------------

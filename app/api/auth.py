@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.errors import send_refusal
 from app.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="An API key from CHARNN_API_KEYS.")
@@ -80,17 +86,90 @@ class Authorizer:
         return found
 
 
-def require(scope: str) -> Callable[[Request, Credentials], Awaitable[str]]:
-    """A dependency that admits callers with ``scope`` and returns who they are."""
+class Requires:
+    """A dependency that admits callers with ``scope`` and returns who they are.
 
-    async def check(request: Request, credentials: Credentials) -> str:
+    ``AccessControl`` reads the scope off each route's dependencies and decides before
+    the body is read; the dependency itself still runs, as the route's documentation
+    (Swagger's "Authorize") and as a second check that cannot be routed around.
+    """
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(self, request: Request, credentials: Credentials) -> str:
         authorizer: Authorizer = request.app.state.authorizer
         token = credentials.credentials if credentials is not None else None
-        return authorizer.principal(request.client.host if request.client else None, token, scope)
+        host = request.client.host if request.client else None
+        return authorizer.principal(host, token, self.scope)
 
-    return check
+
+def require(scope: str) -> Requires:
+    return Requires(scope)
 
 
 ReadAccess = Depends(require("predict"))
 AdminAccess = Depends(require("admin"))
 Caller = Annotated[str, Depends(require("predict"))]
+
+
+def bearer_token(headers: Headers) -> str | None:
+    scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
+    return credentials if credentials and scheme.lower() == "bearer" else None
+
+
+def required_scope(route: APIRoute) -> str | None:
+    """The widest scope among the route's ``Requires`` dependencies (admin > predict)."""
+    scopes: set[str] = set()
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if isinstance(dependant.call, Requires):
+            scopes.add(dependant.call.scope)
+        pending.extend(dependant.dependencies)
+    return "admin" if "admin" in scopes else next(iter(scopes), None)
+
+
+class AccessControl:
+    """Decides 401/403 from the headers, before anything reads the request's body.
+
+    FastAPI reads and parses a body (a multipart upload: spooled to disk) before it
+    runs the route's dependencies, so a refusal there comes after the upload. This
+    middleware matches the request against the routes that need a key (``routes``,
+    as their routers declare them) and asks the ``Authorizer`` at once.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], authorizer: Authorizer) -> None:
+        self.app = app
+        self.authorizer = authorizer
+        self.guarded = [
+            (route, needed)
+            for route in routes
+            if isinstance(route, APIRoute) and (needed := required_scope(route))
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await send_refusal(send, refusal)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> HTTPException | None:
+        needed = self.scope_for(scope)
+        if needed is None:
+            return None
+        client = scope.get("client")
+        try:
+            token = bearer_token(Headers(scope=scope))
+            self.authorizer.principal(client[0] if client else None, token, needed)
+        except HTTPException as refusal:
+            return refusal
+        return None
+
+    def scope_for(self, scope: Scope) -> str | None:
+        for route, needed in self.guarded:
+            if route.matches(scope)[0] is Match.FULL:
+                return needed
+        return None  # open, or no such route: a 404 or 405 reads no body either

@@ -7,6 +7,7 @@ others answer ``{"detail": "<message>"}``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Send
 
 from app.errors import (
     ConflictError,
@@ -235,3 +237,25 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CharnnError, handle_domain_error)
     app.add_exception_handler(OperationalError, handle_database_down)
     app.add_exception_handler(InterfaceError, handle_database_down)
+
+
+async def send_refusal(send: Send, error: StarletteHTTPException) -> None:
+    """Answer ``error`` straight from ASGI middleware, before the body is read.
+
+    ``Connection: close``: the client may still be sending a body nobody will read.
+    """
+    body = json.dumps({"detail": error.detail}).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                *headers,
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -5,7 +5,8 @@ request's time went to the layers around the route (middleware, routing, depende
 injection, response validation). This handler serves the route's happy path as a
 bare ASGI app, with the same checks in the same order:
 
-    body size -> JSON body -> fields -> API key -> rate limit -> serving.predict
+    body size -> content type -> Host and Origin -> API key -> JSON body -> fields
+    -> rate limit -> serving.predict
 
 and the same answers: the engine's own errors go through the app's exception
 handlers, and the response carries the same headers and metrics as any other.
@@ -26,22 +27,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import HTTPException
-from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import Authorizer
+from app.api.auth import Authorizer, bearer_token
 from app.api.deps import Services
 from app.api.errors import Handler, exception_handler_for
+from app.api.guard import RequestGuard
 from app.api.observability import request_id, valid_request_id
-from app.schemas import PredictRequest, predict_response
+from app.api.routes.predict import predict_body
+from app.schemas import PredictRequest
 
 log = logging.getLogger("charnn.api")
 
 PATH = "/predict"
-JSON_TYPES = (b"application/json",)
+JSON_TYPES = ("application/json",)
 
 
 class HandOff(Exception):
@@ -53,11 +56,13 @@ class FastPredict:
         self,
         route: ASGIApp,
         services: Services,
+        guard: RequestGuard,
         authorizer: Authorizer,
         exception_handlers: Mapping[Any, Handler],
     ) -> None:
         self.route = route
         self.services = services
+        self.guard = guard
         self.authorizer = authorizer
         self.exception_handlers = exception_handlers
         metrics = services.metrics
@@ -99,32 +104,32 @@ class FastPredict:
         self, scope: Scope, receive: Receive, received: list[Message]
     ) -> tuple[PredictRequest, str, str]:
         """The request, the caller and the request id; or HandOff to the route."""
-        content_type = authorization = rid = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length" and not _within(value, self.max_body_bytes):
-                raise HandOff
-            elif name == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-            elif name == b"x-request-id" and rid is None:
-                rid = value.decode("latin-1")[:64]
-        if content_type is None or content_type.split(b";")[0].strip().lower() not in JSON_TYPES:
+        headers = Headers(scope=scope)
+        content_length = headers.get("content-length")
+        if content_length is not None and not _within(content_length, self.max_body_bytes):
             raise HandOff
+        content_type = headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() not in JSON_TYPES:
+            raise HandOff
+        if self.guard.refusal(scope) is not None:
+            raise HandOff
+        client = scope.get("client")
+        try:  # decided before a byte of the body is read, as on every route
+            caller = self.authorizer.principal(
+                client[0] if client else None, bearer_token(headers), "predict"
+            )
+        except HTTPException:
+            raise HandOff from None
         body = await self._body(receive, received)
         try:
             request = PredictRequest.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # not JSON, or a field error
+        except (ValueError, RecursionError, ValidationError):  # not JSON, too deep, a field
             raise HandOff from None
-        scheme, credentials = get_authorization_scheme_param(authorization)
-        token = credentials if credentials and scheme.lower() == "bearer" else None
-        client = scope.get("client")
         try:
-            caller = self.authorizer.principal(client[0] if client else None, token, "predict")
             self.services.limiter.check(caller)
         except HTTPException:
             raise HandOff from None
-        return request, caller, valid_request_id(rid)
+        return request, caller, valid_request_id(headers.get("x-request-id"))
 
     async def _body(self, receive: Receive, received: list[Message]) -> bytes:
         chunks = []
@@ -157,7 +162,7 @@ class FastPredict:
             response = await self._error_response(scope, exc)
             return response.status_code, response.raw_headers, bytes(response.body)
         self.predictions.labels(request.model_name).inc(len(predictions))
-        body = predict_response(request, row.version, predictions).model_dump_json().encode()
+        body = await predict_body(request, row.version, predictions)
         return (
             200,
             [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
@@ -173,7 +178,7 @@ class FastPredict:
         return await response if inspect.isawaitable(response) else response
 
 
-def _within(content_length: bytes, limit: int) -> bool:
+def _within(content_length: str, limit: int) -> bool:
     return content_length.isdigit() and int(content_length) <= limit
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import send_refusal
 
 IMPORT_ROUTE = re.compile(r"^/models/[^/]+/versions/?$")
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -41,7 +42,7 @@ class BodySizeLimit:
             limit, setting = self.max_import_bytes, "CHARNN_MAX_IMPORT_BYTES"
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(send, BodyTooLarge(limit, setting))
+            await send_refusal(send, BodyTooLarge(limit, setting))
             return
         received = 0
 
@@ -65,22 +66,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _refuse(send: Send, error: HTTPException) -> None:
-    body = json.dumps({"detail": error.detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class RateLimiter:

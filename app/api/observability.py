@@ -92,7 +92,7 @@ class ObservabilityMiddleware:
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            text: str = value.decode("latin-1")[:64]
+            text: str = value.decode("latin-1")
             return text
     return None
 
@@ -104,7 +104,7 @@ def valid_request_id(given: str | None) -> str:
     forked worker) is ten times cheaper than uuid4's system call.
     """
     if given and given.isprintable():
-        return given
+        return given[:64]
     return f"{random.getrandbits(64):016x}"
 
 

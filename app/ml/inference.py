@@ -32,6 +32,11 @@ class Prediction:
     top_k: list[list[CharProbability]] | None = None  # per position, most likely first
 
 
+def reported_values(inputs: Sequence[str], top_k: int, probabilities: bool) -> int:
+    """Per-character values a prediction reports beyond its outputs: what its size grows with."""
+    return sum(map(len, inputs)) * (top_k + int(probabilities))
+
+
 class Predictor:
     def __init__(
         self,

@@ -17,7 +17,7 @@ from functools import partial
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import LimitExceededError
-from app.ml.inference import Prediction, Predictor
+from app.ml.inference import Prediction, Predictor, reported_values
 from app.serving.batcher import Batcher
 from app.serving.cache import ModelCache
 from app.settings import Settings
@@ -124,6 +124,18 @@ class Serving:
                     "CHARNN_MAX_INPUT_LENGTH",
                 )
 
+    def check_reported_values(self, inputs: Sequence[str], top_k: int, probabilities: bool) -> None:
+        values = reported_values(inputs, top_k, probabilities)
+        limit = self.settings.max_predict_values
+        if values > limit:
+            raise LimitExceededError(
+                "inputs",
+                f"{sum(map(len, inputs))} characters x {top_k + int(probabilities)} reported "
+                f"values each (top_k, return_probabilities) = {values} values, at most {limit}; "
+                "send fewer characters per request or ask for fewer values",
+                "CHARNN_MAX_PREDICT_VALUES",
+            )
+
     # --- the two operations ---------------------------------------------------------------------
 
     async def predict(
@@ -136,6 +148,7 @@ class Serving:
         probabilities: bool = False,
     ) -> tuple[VersionRow, list[Prediction]]:
         self.check_inputs("inputs", inputs)
+        self.check_reported_values(inputs, top_k, probabilities)
         row = await self.version(model_name, version)
         predictor = await self.predictor(model_name, row)
         ids = predictor.vocab.encode_inputs(inputs)  # unknown characters fail this request only

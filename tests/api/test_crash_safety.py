@@ -44,6 +44,7 @@ from app.settings import Settings
 from app.store.check import Kind, StoreReport, check_store
 from app.store.layout import StoreLayout, new_id
 from app.store.registry import Registry
+from tests.conftest import settings_on
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_LEFTOVERS = {Kind.ORPHAN, Kind.STAGING, Kind.STALE_JOB}  # what a crash may leave
@@ -62,7 +63,9 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 trap, store = sys.argv[1], Path(sys.argv[2])
-settings = Settings(store_dir=store, device="cpu", worker_torch_threads=1)
+settings = Settings(
+    store_dir=store, device="cpu", worker_torch_threads=1, allowed_hosts="testserver"
+)
 
 
 def die(*args, **kwargs):
@@ -167,7 +170,7 @@ def test_an_import_killed_midway_leaves_no_new_version(
     else:  # the files whole and verified, the row flushed but never committed
         assert sorted(p.name for p in directory.iterdir()) == [META_FILE, WEIGHTS_FILE]
         assert left(report) == [(Kind.ORPHAN, f"models/hello/{directory.name}")]
-    with TestClient(create_app(Settings(store_dir=store_dir, device="cpu"))) as client:
+    with TestClient(create_app(settings_on(store_dir))) as client:
         versions = client.get("/models/hello").json()["versions"]
         predicted = client.post("/predict", json={"model_name": "hello", "inputs": ["hello"]})
     assert [v["version"] for v in versions] == [1]
@@ -185,7 +188,7 @@ def test_a_delete_killed_midway_leaves_an_orphan_never_a_version_without_files(
 
     assert sorted(p.name for p in first.iterdir()) == [META_FILE]  # half removed
     assert left(inspect(store_dir)) == [(Kind.ORPHAN, f"models/hello/{first.name}")]
-    with TestClient(create_app(Settings(store_dir=store_dir, device="cpu"))) as client:
+    with TestClient(create_app(settings_on(store_dir))) as client:
         versions = client.get("/models/hello").json()["versions"]
         predicted = client.post("/predict", json={"model_name": "hello", "inputs": ["hello"]})
     assert [v["version"] for v in versions] == [2]
@@ -195,7 +198,7 @@ def test_a_delete_killed_midway_leaves_an_orphan_never_a_version_without_files(
 def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
     store_dir: Path, hello: dict[str, Any]
 ) -> None:
-    settings = Settings(store_dir=store_dir, device="cpu", worker_torch_threads=1)
+    settings = settings_on(store_dir)
     StoreLayout(store_dir).ensure()
     registry = Registry.connect(settings.registry_url)
     try:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.main import CharnnApp, create_app
 from app.ml.checkpoint import Checkpoint
-from app.settings import Settings
+from tests.conftest import settings_on
 
 KEY = "predict-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789"
@@ -96,9 +96,8 @@ def app(
 ) -> Iterator[tuple[CharnnApp, TestClient]]:
     store = tmp_path_factory.mktemp("store")
     publish_model(store, "hello", hello_model)
-    settings = Settings(
-        store_dir=store,
-        device="cpu",
+    settings = settings_on(
+        store,
         api_keys=f"predict:{KEY},admin:{ADMIN_KEY}",  # type: ignore[arg-type]
         max_predict_inputs=4,
         max_input_length=16,
@@ -167,7 +166,7 @@ def test_the_fast_path_is_removed_at_shutdown(
     tmp_path: Path, hello_model: Checkpoint, publish_model: Callable[[Path, str, Checkpoint], int]
 ) -> None:
     publish_model(tmp_path, "hello", hello_model)
-    app = create_app(Settings(store_dir=tmp_path, device="cpu"))
+    app = create_app(settings_on(tmp_path))
     assert app.fast_predict is None  # nothing to serve with before start-up
     with TestClient(app):
         assert app.fast_predict is not None

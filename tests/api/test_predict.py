@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.ml.checkpoint import Checkpoint
-from app.settings import Settings
+from tests.conftest import settings_on
 
 LIMITS = {"max_predict_inputs": 4, "max_input_length": 16, "max_generate_length": 100}
 
@@ -31,7 +31,7 @@ def api(
     store = tmp_path_factory.mktemp("store")
     publish_model(store, "hello", hello_model)
     publish_model(store, "fox", fox_model)
-    settings = Settings(store_dir=store, device="cpu", **LIMITS)
+    settings = settings_on(store, **LIMITS)
     with TestClient(create_app(settings)) as client:
         yield client
 

@@ -6,7 +6,10 @@ route what it refuses; the two must answer alike (tests/api/test_fast_predict.py
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import Caller
 from app.api.deps import ServicesDep, services_of
@@ -16,8 +19,12 @@ from app.schemas import (
     GenerateResponse,
     PredictRequest,
     PredictResponse,
-    predict_response,
+    predict_response_json,
 )
+
+if TYPE_CHECKING:
+    from app.ml.inference import Prediction
+from app.ml.inference import reported_values
 
 router = APIRouter(
     tags=["predict"], responses={**AUTH_RESPONSES, **error_responses(400, 404, 429, 503)}
@@ -52,9 +59,22 @@ async def predict(request: PredictRequest, http: Request, caller: Caller) -> Res
         probabilities=request.return_probabilities,
     )
     services.metrics.predictions.labels(request.model_name).inc(len(predictions))
-    response = predict_response(request, row.version, predictions)
     # serialized here, once: FastAPI would validate the response model a second time
-    return Response(response.model_dump_json(), media_type="application/json")
+    body = await predict_body(request, row.version, predictions)
+    return Response(body, media_type="application/json")
+
+
+INLINE_VALUES = 4096  # reported values an answer may hold and still be written on the loop
+
+
+async def predict_body(
+    request: PredictRequest, version: int, predictions: list[Prediction]
+) -> bytes:
+    """The answer's JSON: a large one is written in a worker thread, off the event loop."""
+    values = reported_values(request.inputs, request.top_k, request.return_probabilities)
+    if values <= INLINE_VALUES:
+        return predict_response_json(request, version, predictions)
+    return await run_in_threadpool(predict_response_json, request, version, predictions)
 
 
 @router.post("/generate", response_model=GenerateResponse, responses={422: GENERATE_422})
