@@ -273,8 +273,9 @@ def predict_response_json(
 ) -> bytes:
     """A ``PredictResponse`` as JSON, built without re-validation (the engine typed it all).
 
-    Written a piece per input: one serializer call over a large answer holds the GIL
-    for as long as it runs, which would stall the event loop's thread too.
+    Written a position at a time, from plain lists: a large answer as one serializer
+    call would hold the GIL (and the event loop's thread) for as long as it runs, and
+    as a model object per value it would cost the collector whole passes.
     """
     head = json(
         {
@@ -285,5 +286,33 @@ def predict_response_json(
     )[:-1]
     if not (request.top_k or request.return_probabilities):
         return head + b',"details":null}'
-    pieces = [json({"probabilities": p.probabilities, "top_k": p.top_k}) for p in predictions]
-    return head + b',"details":[' + b",".join(pieces) + b"]}"
+    details = ",".join(detail_json(p) for p in predictions)
+    return head + b',"details":[' + details.encode() + b"]}"
+
+
+def numbers(values: list[float]) -> list[str]:
+    """``[0.5, 1e-05]`` -> ``["0.5", "1e-5"]``, as JSON writes each."""
+    return json(values).decode()[1:-1].split(",") if values else []
+
+
+TOP_K_ENTRY = '{"character":%s,"probability":%s}'
+
+
+def detail_json(prediction: Prediction) -> str:
+    """One ``PredictionDetail``; its numbers are finite (the engine refuses others)."""
+    probabilities = "null"
+    if prediction.probabilities is not None:
+        probabilities = json(prediction.probabilities).decode()
+    top_k = "null"
+    if prediction.top_k is not None:
+        top = prediction.top_k
+        quoted = {c: json(c).decode() for c in {c for cs in top.characters for c in cs}}
+        entry, quote = TOP_K_ENTRY.__mod__, quoted.__getitem__
+        # a position at a time, each written by C-level map and join (the numbers by
+        # the JSON serializer): fast, and the interpreter may switch threads in between
+        positions = (
+            "[" + ",".join(map(entry, zip(map(quote, cs), numbers(ps), strict=True))) + "]"
+            for cs, ps in zip(top.characters, top.probabilities, strict=True)
+        )
+        top_k = "[" + ",".join(positions) + "]"
+    return f'{{"probabilities":{probabilities},"top_k":{top_k}}}'

@@ -14,22 +14,31 @@ from torch import nn
 
 from app.ml.checkpoint import Checkpoint
 from app.ml.data import Task, pad
-from app.ml.errors import ConfigurationError
+from app.ml.errors import CheckpointError, ConfigurationError
 from app.ml.model import ModelConfig, build_model
 from app.ml.vocab import Vocab
 
 
 @dataclass(frozen=True)
-class CharProbability:
-    character: str
-    probability: float
+class TopK:
+    """The k likeliest output characters at each position, likeliest first.
+
+    Two lists of lists rather than an object per value: a large answer holds a quarter
+    of a million values, and as many small objects cost the collector whole passes.
+    """
+
+    characters: list[list[str]]  # (T, k)
+    probabilities: list[list[float]]  # (T, k)
+
+    def first(self, k: int) -> TopK:
+        return TopK([c[:k] for c in self.characters], [p[:k] for p in self.probabilities])
 
 
 @dataclass(frozen=True)
 class Prediction:
     output: str
     probabilities: list[float] | None = None  # of the chosen character, per position
-    top_k: list[list[CharProbability]] | None = None  # per position, most likely first
+    top_k: TopK | None = None
 
 
 def reported_values(inputs: Sequence[str], top_k: int, probabilities: bool) -> int:
@@ -88,7 +97,8 @@ class Predictor:
         """``predict`` for inputs already encoded with ``vocab.encode_inputs``."""
         nonempty = [i for i, row in enumerate(ids) if row]
         results = [
-            Prediction("", [] if probabilities else None, [] if top_k else None) for _ in ids
+            Prediction("", [] if probabilities else None, TopK([], []) if top_k else None)
+            for _ in ids
         ]
         if not nonempty:
             return results
@@ -104,6 +114,11 @@ class Predictor:
                 if probs is not None and top_k
                 else None
             )
+            if probs is not None and not bool(probs.isfinite().all()):
+                raise CheckpointError(
+                    "the model's outputs are not finite numbers: its weights hold NaN or "
+                    "infinity; train it again or import a sound checkpoint"
+                )
             chosen = probs.max(-1).values.tolist() if probs is not None and probabilities else None
         for row, (i, n) in enumerate(zip(nonempty, lengths, strict=True)):
             results[i] = Prediction(
@@ -113,14 +128,11 @@ class Predictor:
             )
         return results
 
-    def _top_k(
-        self, top: torch.return_types.topk, row: int, length: int
-    ) -> list[list[CharProbability]]:
-        values, indices = top.values[row, :length].tolist(), top.indices[row, :length].tolist()
-        return [
-            [CharProbability(self.vocab.output[j], p) for p, j in zip(ps, js, strict=True)]
-            for ps, js in zip(values, indices, strict=True)
-        ]
+    def _top_k(self, top: torch.return_types.topk, row: int, length: int) -> TopK:
+        output = self.vocab.output
+        indices = top.indices[row, :length].tolist()
+        characters = [[output[j] for j in position] for position in indices]
+        return TopK(characters, top.values[row, :length].tolist())
 
     @torch.inference_mode()
     def generate(

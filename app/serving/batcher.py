@@ -110,13 +110,7 @@ class Batcher:
         if not batch:
             self._busy = False
             return
-        forward = partial(
-            _timed,
-            self.predictor.predict_ids,
-            [row for pending in batch for row in pending.ids],
-            top_k=max(p.top_k for p in batch),
-            probabilities=any(p.probabilities for p in batch),
-        )
+        forward = partial(_run_batch, self.predictor, batch)
         self.executor.submit(forward).add_done_callback(
             lambda outcome: loop.call_soon_threadsafe(self._finish, loop, batch, outcome)
         )
@@ -125,45 +119,55 @@ class Batcher:
         self,
         loop: asyncio.AbstractEventLoop,
         batch: list[Pending],
-        outcome: Future[tuple[list[Prediction], float]],
+        outcome: Future[tuple[list[list[Prediction]], float]],
     ) -> None:
         """Hand each request its share of the results, then start the next batch."""
         error = outcome.exception()
-        results, self._forward_seconds = outcome.result() if error is None else ([], 0.0)
+        shares, self._forward_seconds = outcome.result() if error is None else ([], 0.0)
         size = sum(len(p.ids) for p in batch)
         # the clients just answered, and those already waiting: all may be in the next batch
         self._target = min(size + self._waiting_size(), self.max_batch)
         self._finished_at = loop.time()
         # first: the compute thread should not wait for the bookkeeping below
         self._start_or_gather(loop)
-        start = 0
-        for pending in batch:
-            mine = results[start : start + len(pending.ids)]
-            start += len(pending.ids)
+        for i, pending in enumerate(batch):
             if pending.future.done():  # a client that went away is simply skipped
                 continue
             if error is not None:  # the model itself failed: every request in it learns why
                 pending.future.set_exception(error)
             else:
-                pending.future.set_result([_trim(r, pending) for r in mine])
+                pending.future.set_result(shares[i])
         self.on_batch(size)
 
 
-def _timed(
-    forward: Callable[..., list[Prediction]], *args: object, **kwargs: object
-) -> tuple[list[Prediction], float]:
+def _run_batch(predictor: Predictor, batch: list[Pending]) -> tuple[list[list[Prediction]], float]:
+    """One forward pass for the whole batch, then each request's share (compute thread).
+
+    The shares are cut here, not in the event loop: a large top_k answer is thousands
+    of lists to slice.
+    """
     started = time.perf_counter()
-    return forward(*args, **kwargs), time.perf_counter() - started
+    top_k = max(p.top_k for p in batch)
+    probabilities = any(p.probabilities for p in batch)
+    results = predictor.predict_ids(
+        [row for pending in batch for row in pending.ids], top_k=top_k, probabilities=probabilities
+    )
+    shares, start = [], 0
+    for pending in batch:
+        mine = results[start : start + len(pending.ids)]
+        start += len(pending.ids)
+        if (pending.top_k, pending.probabilities) != (top_k, probabilities):
+            mine = [_trim(r, pending) for r in mine]  # it asked for less than another did
+        shares.append(mine)
+    return shares, time.perf_counter() - started
 
 
 def _trim(prediction: Prediction, pending: Pending) -> Prediction:
     """Drop what this request did not ask for (the batch computed the most anyone asked)."""
-    if prediction.probabilities is None and prediction.top_k is None:
-        return prediction  # the common case: nothing extra was computed
     return replace(
         prediction,
         probabilities=prediction.probabilities if pending.probabilities else None,
-        top_k=[k[: pending.top_k] for k in prediction.top_k]
+        top_k=prediction.top_k.first(pending.top_k)
         if pending.top_k and prediction.top_k is not None
         else None,
     )

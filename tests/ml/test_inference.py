@@ -43,10 +43,13 @@ def test_top_k_lists_the_likeliest_characters_first(hello: Predictor) -> None:
     (prediction,) = hello.predict(["hello"], top_k=2)
 
     assert prediction.top_k is not None
-    for position, candidates in enumerate(prediction.top_k):
-        assert len(candidates) == 2
-        assert candidates[0].probability >= candidates[1].probability
-        assert candidates[0].character == prediction.output[position]
+    top = prediction.top_k
+    for position, (characters, probabilities) in enumerate(
+        zip(top.characters, top.probabilities, strict=True)
+    ):
+        assert len(characters) == len(probabilities) == 2
+        assert probabilities[0] >= probabilities[1]
+        assert characters[0] == prediction.output[position]
 
 
 def test_probabilities_are_those_of_the_chosen_characters(hello: Predictor) -> None:
@@ -54,16 +57,18 @@ def test_probabilities_are_those_of_the_chosen_characters(hello: Predictor) -> N
 
     assert prediction.probabilities is not None
     assert prediction.top_k is not None
-    for chosen, candidates in zip(prediction.probabilities, prediction.top_k, strict=True):
-        assert chosen == candidates[0].probability
-        assert sum(c.probability for c in candidates) == pytest.approx(1.0, abs=1e-6)
+    for chosen, candidates in zip(
+        prediction.probabilities, prediction.top_k.probabilities, strict=True
+    ):
+        assert chosen == candidates[0]
+        assert sum(candidates) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_top_k_beyond_the_output_vocabulary_lists_all_of_it(hello: Predictor) -> None:
     (prediction,) = hello.predict(["he"], top_k=10)
 
     assert prediction.top_k is not None
-    assert [sorted(c.character for c in cs) for cs in prediction.top_k] == [["h", "l", "o"]] * 2
+    assert [sorted(cs) for cs in prediction.top_k.characters] == [["h", "l", "o"]] * 2
 
 
 def test_an_empty_input_gives_an_empty_output(hello: Predictor) -> None:
