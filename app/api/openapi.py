@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.api.bodies import add_components
 from app.jobs.submit import HYPERPARAMETER_LIMITS
 from app.ml.device import available_devices
 from app.settings import Settings
@@ -48,6 +49,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
 
 def tailor(schema: Schema, settings: Settings) -> Schema:
     components: Schema = schema["components"]["schemas"]
+    add_components(components)  # bodies the routes read themselves (off the event loop)
     train = request_body(schema, "/train", components)
     limit_training(train, components, settings)
     if settings.job_backend == "local":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from typing_extensions import TypedDict
 
 from app.ml.data import Dataset, pairs_dataset, text_dataset
 from app.ml.hyperparameters import Hyperparameters
@@ -27,11 +28,14 @@ ModelName = Annotated[
 ]
 
 
-class Pair(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class Pair(TypedDict):
+    """One aligned pair. A dict, not a model: 100,000 of them validate ten times faster,
+    and validation holds the interpreter (the event loop's thread too) while it runs."""
 
-    input: str = Field(min_length=1, examples=["hello"])
-    target: str = Field(min_length=1, examples=["ohlol"])
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    input: Annotated[str, Field(min_length=1, examples=["hello"])]
+    target: Annotated[str, Field(min_length=1, examples=["ohlol"])]
 
 
 class PairsData(BaseModel):
@@ -107,11 +111,11 @@ class JobSpec(BaseModel):
     def characters(self) -> int:
         if isinstance(self.data, TextData):
             return len(self.data.text)
-        return sum(len(p.input) for p in self.data.pairs)
+        return sum(len(p["input"]) for p in self.data.pairs)
 
 
 def build_dataset(spec: JobSpec) -> Dataset:
     """Encode the job's data; raises the engine's DataError / UnknownCharactersError."""
     if isinstance(spec.data, TextData):
         return text_dataset(spec.data.text, spec.hyperparameters.seq_len, spec.vocab)
-    return pairs_dataset([(p.input, p.target) for p in spec.data.pairs], spec.vocab)
+    return pairs_dataset([(p["input"], p["target"]) for p in spec.data.pairs], spec.vocab)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
 
 from app.api.auth import AdminAccess
+from app.api.bodies import JsonBody, documented
 from app.api.deps import ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
 from app.jobs.submit import submit_job
@@ -21,6 +24,7 @@ router = APIRouter(
     "/train",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
+    openapi_extra=documented(TrainRequest),
     responses={
         202: {
             "description": "The job, queued",
@@ -28,7 +32,11 @@ router = APIRouter(
         }
     },
 )
-def train(request: TrainRequest, services: ServicesDep, response: Response) -> JobPublic:
+def train(
+    request: Annotated[TrainRequest, Depends(JsonBody(TrainRequest))],
+    services: ServicesDep,
+    response: Response,
+) -> JobPublic:
     """Queue a training job; follow it at /jobs/{id} or /jobs/{id}/events."""
     job = submit_job(request, services.settings, services.registry, services.runner)
     response.headers["Location"] = f"/jobs/{job.id}"
