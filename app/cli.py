@@ -104,12 +104,19 @@ def serve(
     import uvicorn
 
     from app.api.auth import LOCAL_ONLY, is_loopback
+    from app.api.guard import LOOPBACK_NAMES
     from app.settings import get_settings
 
     settings = get_settings()
     if not settings.key_scopes and not settings.allow_unauthenticated and not is_loopback(host):
         err.print(f"[red]refusing to listen on {host}:[/red] {LOCAL_ONLY}")
         raise typer.Exit(EXIT_REFUSED)
+    if not is_loopback(host) and settings.host_names <= LOOPBACK_NAMES:
+        err.print(
+            f"[yellow]note:[/yellow] listening on {host}, but CHARNN_ALLOWED_HOSTS names only "
+            "loopback: requests by any other name or address get 400; add the names "
+            "clients use"
+        )
 
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level, access_log=access_log)
 
