@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,18 +24,6 @@ from tests.conftest import LiveServer, hello_body, long_body
 SUBMISSIONS = 50
 QUEUE_LIMIT = 5
 IMPORTS = 20
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(
-    request: pytest.FixtureRequest, new_postgres_database: Callable[..., Any]
-) -> Iterator[dict[str, str]]:
-    """The settings that put the registry on that database (SQLite: the store's default)."""
-    if request.param == "sqlite":
-        yield {}
-        return
-    with new_postgres_database() as url:
-        yield {"database_url": url}
 
 
 def all_at_once(count: int, send: Callable[[httpx.Client, int], httpx.Response], base_url: str):
