@@ -57,6 +57,22 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
             f"{spec.characters} characters, at most {settings.max_training_chars} allowed",
             "CHARNN_MAX_TRAINING_CHARS",
         )
+    if isinstance(spec.data, PairsData):
+        check_padded_pairs(spec.data, settings)
+
+
+def check_padded_pairs(data: PairsData, settings: Settings) -> None:
+    """Pairs are encoded padded to the longest: one long pair among many short ones would
+    make the encoded data (built here, in the API) far larger than the data itself."""
+    longest = max(len(pair.input) for pair in data.pairs)
+    padded = len(data.pairs) * longest
+    if padded > settings.max_training_chars:
+        raise LimitExceededError(
+            "data.pairs",
+            f"{len(data.pairs)} pairs padded to the longest ({longest} characters) make "
+            f"{padded} characters, at most {settings.max_training_chars} allowed",
+            "CHARNN_MAX_TRAINING_CHARS",
+        )
 
 
 def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: JobRunner) -> JobRow:
