@@ -391,15 +391,17 @@ class Registry:
     def _locked_model(self, session: Session, name: str) -> ModelRow:
         """The model's row, created if it is new, locked until the transaction ends.
 
-        Whoever numbers a model's next version holds this lock, so two publishers never
-        read the same latest version. ``ON CONFLICT DO NOTHING``: a publisher that finds
-        the row being created by another waits for it instead of failing.
+        Whoever numbers a model's next version, or deletes the model, holds this lock, so
+        two publishers never read the same latest version. ``ON CONFLICT DO NOTHING``: a
+        publisher that finds the row being created by another waits for it instead of
+        failing; one that finds it deleted meanwhile creates it again.
         """
         insert = postgresql.insert if self._on_postgresql(session) else sqlite.insert
-        session.execute(insert(ModelRow).values(name=name).on_conflict_do_nothing())
-        return session.scalars(
-            select(ModelRow).where(ModelRow.name == name).with_for_update()
-        ).one()
+        while True:
+            session.execute(insert(ModelRow).values(name=name).on_conflict_do_nothing())
+            model = session.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
+            if model is not None:
+                return model
 
     def _version_row(self, session: Session, model_name: str, version: int) -> VersionRow:
         row = session.scalar(
@@ -426,10 +428,12 @@ class Registry:
 
     # --- models ------------------------------------------------------------------------------
 
-    def _model_row(self, session: Session, name: str) -> ModelRow:
-        model = session.scalar(
-            select(ModelRow).where(ModelRow.name == name).options(selectinload(ModelRow.versions))
-        )
+    def _model_row(self, session: Session, name: str, *, lock: bool = False) -> ModelRow:
+        """The model with its versions; ``lock``: no version is published meanwhile."""
+        query = select(ModelRow).where(ModelRow.name == name)
+        if lock:
+            query = query.with_for_update()
+        model = session.scalar(query.options(selectinload(ModelRow.versions)))
         if model is None:
             raise NotFoundError(f"model {name!r} does not exist")
         return model
@@ -462,7 +466,7 @@ class Registry:
         """Forget a model and its versions; returns their directories for removal."""
         with self._transaction() as session:
             self._refuse_if_training(session, name)
-            model = self._model_row(session, name)
+            model = self._model_row(session, name, lock=True)
             directories = [v.directory for v in model.versions]
             session.delete(model)
             return directories

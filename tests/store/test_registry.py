@@ -409,6 +409,27 @@ def test_racing_publishers_of_a_new_model_number_its_versions_in_turn(
     assert [v.version for v in registry.get_model("hello").versions] == list(range(1, 17))
 
 
+def test_a_model_deleted_while_versions_are_published_loses_track_of_no_directory(
+    url: str, registry: Registry
+) -> None:
+    first = registry.publish_version("hello", a_version()).directory
+    roles = iter(["delete", *["publish"] * 15])
+
+    def act(racer: Registry) -> list[str] | str:
+        if next(roles) == "delete":
+            return racer.delete_model("hello")
+        return racer.publish_version("hello", a_version()).directory
+
+    outcomes = race(url, 16, act)
+
+    assert [o for o in outcomes if isinstance(o, Exception)] == []
+    [deleted] = [o for o in outcomes if isinstance(o, list)]
+    published = {first, *(o for o in outcomes if isinstance(o, str))}
+    # each directory is either returned for removal or still named by a version
+    assert published == set(deleted) | registry.known_directories("hello")
+    assert set(deleted).isdisjoint(registry.known_directories("hello"))
+
+
 def test_a_nan_is_never_stored(registry: Registry, new_job: Callable[..., JobRow]) -> None:
     job = new_job()
     registry.claim_job(job.id, "a")
