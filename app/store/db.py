@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0002"  # the newest migration (tests/store/test_migrations.py keeps it so)
+SQLITE_BEGIN = "charnn_sqlite_begin"  # an execution option: how SQLite transactions begin
 
 
 def make_engine(url: str) -> Engine:
@@ -58,9 +59,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Connection) -> None:
     mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
     connection.exec_driver_sql(f"BEGIN {mode}")
-
-
-SQLITE_BEGIN = "charnn_sqlite_begin"  # an execution option: how SQLite transactions begin
 
 
 def make_sessions(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:
