@@ -5,7 +5,8 @@
     ├── ConflictError          the resource is busy or in a state that forbids the action
     ├── LimitExceededError     a configured limit was passed; names the limit and setting
     ├── InvalidRequestError    a request that validation alone could not refuse
-    ├── TooManyRequestsError   come back later (a queue is full); says when
+    ├── TooManyRequestsError   come back later; says when
+    │   └── QueueFullError     CHARNN_MAX_QUEUED_JOBS jobs are waiting already
     └── LeaseLostError         a worker no longer owns the job it was running
 
 The API maps each to one HTTP status in ``app/api/errors.py``.
@@ -41,6 +42,15 @@ class TooManyRequestsError(CharnnError):
     def __init__(self, message: str, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class QueueFullError(TooManyRequestsError):
+    def __init__(self, waiting: int, limit: int) -> None:
+        super().__init__(
+            f"{waiting} jobs are waiting already, at most {limit} "
+            "(limit set by CHARNN_MAX_QUEUED_JOBS); try again later",
+            retry_after=30,
+        )
 
 
 class LeaseLostError(CharnnError):

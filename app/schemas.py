@@ -52,6 +52,9 @@ class TrainRequest(JobSpec):
 
 
 class EpochPublic(EpochMetrics):
+    # an epoch recorded before NaN was refused (SQLite kept it) is still served, as null
+    model_config = ConfigDict(allow_inf_nan=True)
+
     attempt: int = Field(description="Which attempt of the job trained this epoch (1-based).")
     recorded_at: datetime = Field(
         description="When the epoch was recorded, after its checkpoint was written: the "

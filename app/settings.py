@@ -81,7 +81,10 @@ class Settings(BaseSettings):
         100_000, ge=1, le=10_000_000, description="Pairs in one training request."
     )
     max_training_chars: int = Field(
-        5_000_000, ge=1, le=1_000_000_000, description="Characters of training data per job."
+        5_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Characters of training data per job (pairs also padded to the longest).",
     )
     max_import_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Size of an imported checkpoint's weights file."

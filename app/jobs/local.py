@@ -160,9 +160,5 @@ def worker_main(job_id: str, owner: str, settings_values: dict[str, Any], parent
     torch.set_num_threads(settings.training_threads)
     try:
         run_job(job_id, owner, settings)
-    except BaseException as exc:
-        log.exception("job %s: attempt failed", job_id)
-        registry = Registry.connect(settings.registry_url, migrate=False)
-        registry.release_job(job_id, owner, f"{type(exc).__name__}: {exc}")
-        registry.close()
-        sys.exit(1)
+    except BaseException:
+        sys.exit(1)  # run_job logged the failure and released the job

@@ -137,21 +137,20 @@ class RQDispatcher:
 
 
 def perform(job_id: str) -> str:
-    """The task a worker runs: claim the job, train it, report how it ended."""
+    """The task a worker runs: claim the job, train it, report how it ended.
+
+    An attempt that may be retried raises (RQ records it failed), its job released.
+    """
     settings = get_settings()
     registry = Registry.connect(settings.registry_url, migrate=False)
     owner = f"rq:{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
     try:
-        if registry.claim_job(job_id, owner) is None:
-            return "skipped: the job is not queued (taken by another worker, or ended)"
-        try:
-            return run_job(job_id, owner, settings).value
-        except BaseException as exc:
-            log.exception("job %s: attempt failed", job_id)
-            registry.release_job(job_id, owner, f"{type(exc).__name__}: {exc}")
-            raise
+        claimed = registry.claim_job(job_id, owner)
     finally:
         registry.close()
+    if claimed is None:
+        return "skipped: the job is not queued (taken by another worker, or ended)"
+    return run_job(job_id, owner, settings).value
 
 
 class TrainingWorker(SimpleWorker):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import LimitExceededError, TooManyRequestsError
+from app.errors import LimitExceededError
 from app.jobs.runner import JobRunner
 from app.jobs.spec import JobSpec, PairsData, build_dataset
 from app.ml.model import ModelConfig, estimate_parameters
@@ -10,7 +10,7 @@ from app.ml.vocab import Vocab
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
-from app.store.tables import JobRow, JobStatus
+from app.store.tables import JobRow
 
 HYPERPARAMETER_LIMITS = {
     # hyperparameter: the setting that bounds it
@@ -44,16 +44,6 @@ def check_hyperparameters(spec: JobSpec, vocab: Vocab, settings: Settings) -> No
         )
 
 
-def check_queue(registry: Registry, settings: Settings) -> None:
-    waiting = registry.count_jobs(frozenset({JobStatus.QUEUED}))
-    if waiting >= settings.max_queued_jobs:
-        raise TooManyRequestsError(
-            f"{waiting} jobs are waiting already, at most {settings.max_queued_jobs} "
-            "(limit set by CHARNN_MAX_QUEUED_JOBS); try again later",
-            retry_after=30,
-        )
-
-
 def check_limits(spec: JobSpec, settings: Settings) -> None:
     if isinstance(spec.data, PairsData) and len(spec.data.pairs) > settings.max_training_pairs:
         raise LimitExceededError(
@@ -67,6 +57,22 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
             f"{spec.characters} characters, at most {settings.max_training_chars} allowed",
             "CHARNN_MAX_TRAINING_CHARS",
         )
+    if isinstance(spec.data, PairsData):
+        check_padded_pairs(spec.data, settings)
+
+
+def check_padded_pairs(data: PairsData, settings: Settings) -> None:
+    """Pairs are encoded padded to the longest: one long pair among many short ones would
+    make the encoded data (built here, in the API) far larger than the data itself."""
+    longest = max(len(pair.input) for pair in data.pairs)
+    padded = len(data.pairs) * longest
+    if padded > settings.max_training_chars:
+        raise LimitExceededError(
+            "data.pairs",
+            f"{len(data.pairs)} pairs padded to the longest ({longest} characters) make "
+            f"{padded} characters, at most {settings.max_training_chars} allowed",
+            "CHARNN_MAX_TRAINING_CHARS",
+        )
 
 
 def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: JobRunner) -> JobRow:
@@ -74,7 +80,6 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
     check_limits(spec, settings)
     dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
     check_hyperparameters(spec, dataset.vocab, settings)
-    check_queue(registry, settings)
     device = spec.device or settings.device
     runner.check_device(device)  # a GPU job that nothing can run is refused now, not later
     job = registry.create_job(
@@ -84,6 +89,7 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
         device=device,
         epochs=spec.hyperparameters.epochs,
         max_attempts=settings.job_max_attempts,
+        max_queued=settings.max_queued_jobs,  # counted and enforced in one transaction
     )
     runner.notify()
     return job

@@ -7,6 +7,15 @@ latest epoch checkpoint if there is one, trains, and after every epoch writes a
 checkpoint and the epoch's metrics. On success it publishes the final weights as
 the model's next version. The registry is the source of truth throughout: every
 write is guarded by the worker's lease, so a worker that lost its job stops.
+
+An attempt that fails ends in one of two ways:
+
+- the job's own request is at fault (its data, its hyperparameters, a loss that
+  diverges): every attempt would fail the same way, so the job ends failed at once
+  with the reason, and its epoch checkpoints are removed;
+- anything else may pass (the database unreachable, a full disk, the process
+  killed): the attempt is released, its checkpoints kept to resume from, and the
+  job is retried while it has attempts left (CHARNN_JOB_MAX_ATTEMPTS).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import logging
 import time
 
 import torch
+from pydantic import ValidationError
 
 from app.errors import LeaseLostError
 from app.jobs.spec import JobSpec, build_dataset
@@ -24,7 +34,15 @@ from app.ml.checkpoint import (
 )
 from app.ml.data import Dataset
 from app.ml.device import resolve_device
-from app.ml.errors import CharnnError, CheckpointError
+from app.ml.errors import (
+    CheckpointError,
+    ConfigurationError,
+    DataError,
+    DeviceUnavailableError,
+    TrainingDivergedError,
+    UnknownCharactersError,
+    VocabularyError,
+)
 from app.ml.metrics import EpochMetrics
 from app.ml.train import TrainingSession, train
 from app.settings import Settings
@@ -36,6 +54,16 @@ from app.store.tables import JobStatus, utcnow
 log = logging.getLogger("charnn.worker")
 
 HEARTBEAT_SECONDS = 1.0
+# failures of the job's own making: another attempt would fail the same way
+DETERMINISTIC_ERRORS = (
+    ValidationError,  # the stored request
+    DataError,
+    UnknownCharactersError,
+    VocabularyError,
+    ConfigurationError,
+    DeviceUnavailableError,
+    TrainingDivergedError,
+)
 
 
 class Heartbeat:
@@ -66,26 +94,41 @@ class Heartbeat:
 
 
 def run_job(job_id: str, owner: str, settings: Settings) -> JobStatus:
-    """Run one attempt of a job to its end; returns the job's status afterwards."""
+    """Run one attempt of a job to its end; returns the job's status afterwards.
+
+    Raises what ended an attempt that may be retried, once the job is released.
+    """
     registry = Registry.connect(settings.registry_url, migrate=False)
+    layout = StoreLayout(settings.store_dir)
     try:
-        return _run(registry, StoreLayout(settings.store_dir), job_id, owner, settings)
+        return _run(registry, layout, job_id, owner, settings)
+    except DETERMINISTIC_ERRORS as exc:
+        log.warning("job %s failed: %s", job_id, exc)
+        return _fail(registry, layout, job_id, owner, str(exc))
+    except BaseException as exc:
+        log.exception("job %s: attempt failed; retried if it has attempts left", job_id)
+        registry.release_job(job_id, owner, f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         registry.close()
+
+
+def _fail(
+    registry: Registry, layout: StoreLayout, job_id: str, owner: str, reason: str
+) -> JobStatus:
+    """End the job failed, and remove its checkpoints: nothing will resume from them."""
+    registry.finish_job(job_id, owner, JobStatus.FAILED, reason)
+    layout.remove_job(job_id)
+    return JobStatus.FAILED
 
 
 def _run(
     registry: Registry, layout: StoreLayout, job_id: str, owner: str, settings: Settings
 ) -> JobStatus:
     job = registry.get_job(job_id)
-    try:
-        spec = JobSpec.model_validate(job.request)
-        dataset = build_dataset(spec)
-        device = resolve_device(job.device)
-    except CharnnError as exc:
-        # the same data will fail the same way on every attempt: no retry
-        registry.finish_job(job_id, owner, JobStatus.FAILED, str(exc))
-        return JobStatus.FAILED
+    spec = JobSpec.model_validate(job.request)
+    dataset = build_dataset(spec)
+    device = resolve_device(job.device)
     session = _start_or_resume(registry, layout, job_id, owner, spec, dataset, device)
     started = (job.started_at or utcnow()).timestamp()  # the first attempt's start
     heartbeat = Heartbeat(registry, job_id, owner, started + settings.job_timeout_seconds)
@@ -105,9 +148,7 @@ def _run(
             f"ran longer than {settings.job_timeout_seconds} s "
             "(limit set by CHARNN_JOB_TIMEOUT_SECONDS)"
         )
-        registry.finish_job(job_id, owner, JobStatus.FAILED, reason)
-        layout.remove_job(job_id)
-        return JobStatus.FAILED
+        return _fail(registry, layout, job_id, owner, reason)
     if outcome.status == "cancelled":
         registry.finish_job(job_id, owner, JobStatus.CANCELLED, "cancelled on request")
         layout.remove_job(job_id)

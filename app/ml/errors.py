@@ -5,6 +5,7 @@
     ├── UnknownCharactersError   text holds characters outside the vocabulary
     ├── DataError                training data is empty, misaligned or too short
     ├── ConfigurationError       hyperparameters that cannot work together
+    ├── TrainingDivergedError    the loss became NaN or infinite
     ├── DeviceUnavailableError   a device was asked for that this machine lacks
     └── CheckpointError          a checkpoint is missing, corrupted, tampered or foreign
 
@@ -14,6 +15,7 @@ layer maps them to HTTP responses in one place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -62,6 +64,18 @@ class DataError(CharnnError):
 
 class ConfigurationError(CharnnError):
     pass
+
+
+class TrainingDivergedError(CharnnError):
+    """``quantity`` ("loss", "validation loss") became NaN or infinite in ``epoch``."""
+
+    def __init__(self, quantity: str, value: float, epoch: int) -> None:
+        self.quantity, self.value, self.epoch = quantity, value, epoch
+        kind = "NaN" if math.isnan(value) else "infinite"
+        super().__init__(
+            f"{quantity} became {kind} at epoch {epoch}: the training diverged; lower "
+            "hyperparameters.learning_rate (or weight_decay), or set hyperparameters.grad_clip"
+        )
 
 
 class DeviceUnavailableError(CharnnError):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EpochMetrics(BaseModel):
-    """What one epoch achieved; the tutorial's "Predicted string: ohlol, Epoch [8/15]"."""
+    """What one epoch achieved; the tutorial's "Predicted string: ohlol, Epoch [8/15]".
+
+    Every number is finite: a diverged epoch is never recorded (the trainer stops), and
+    a checkpoint whose history says otherwise is refused.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     epoch: int = Field(ge=1)
     loss: float

@@ -7,11 +7,13 @@ The session holds everything that changes while training (model, optimizer, epoc
 history and every random generator), so ``session.checkpoint()`` taken after any
 epoch resumes, through ``TrainingSession.resume``, exactly as if it never stopped.
 The loop knows nothing of where checkpoints go or who listens; minGPT's trainer
-is the model.
+is the model. A loss that becomes NaN or infinite ends training with
+``TrainingDivergedError``, before any callback sees that epoch.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from torch import nn
 
 from app.ml.checkpoint import Checkpoint, TrainingState
 from app.ml.data import IGNORE_INDEX, Batch, Dataset, Examples, batches, split
+from app.ml.errors import TrainingDivergedError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig, build_model
@@ -81,6 +84,13 @@ def sequence_loss(
         return loss, "sequences"
     flat_logits = logits.reshape(-1, logits.size(-1))  # (B*T, V)
     return nn.functional.cross_entropy(flat_logits, targets.reshape(-1)), "characters"
+
+
+def require_finite(quantity: str, value: float, epoch: int) -> None:
+    """Stop at a loss that is NaN or infinite: one more step would spread it into every
+    weight, and nothing trained from there can be saved, resumed or served."""
+    if not math.isfinite(value):
+        raise TrainingDivergedError(quantity, value, epoch)
 
 
 # --- the session --------------------------------------------------------------------------
@@ -219,6 +229,8 @@ def run_epoch(session: TrainingSession, should_stop: Callable[[], bool]) -> Tall
         optimizer.zero_grad(set_to_none=True)
         logits, _ = model(batch.inputs, batch.lengths)  # (B, T, V)
         loss, per = sequence_loss(session.config.architecture, logits, batch.targets)
+        if session.device.type == "cpu":  # free here; elsewhere it would wait for the device
+            require_finite("loss", loss.item(), session.epoch + 1)
         loss.backward()  # type: ignore[no-untyped-call]
         if hp.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
@@ -257,9 +269,12 @@ def epoch_metrics(
     session: TrainingSession, epoch: int, tally: Tally, seconds: float
 ) -> EpochMetrics:
     loss, char_acc, seq_acc = tally.summary()
+    # a GPU's steps are checked here: NaN and infinity survive the tally's running sum
+    require_finite("loss", loss, epoch)
     val = None
     if session.val_examples is not None:
         val = evaluate(session, session.val_examples).summary()
+        require_finite("validation loss", val[0], epoch)
     sample_input, sample_prediction = predict_sample(session)
     return EpochMetrics(
         epoch=epoch,

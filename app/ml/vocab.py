@@ -16,7 +16,7 @@ from typing import Annotated
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.ml.errors import UnknownCharacter, UnknownCharactersError, VocabularyError
+from app.ml.errors import DataError, UnknownCharacter, UnknownCharactersError, VocabularyError
 
 MAX_VOCAB_SIZE = 1024
 
@@ -38,6 +38,11 @@ def _check_characters(chars: list[str]) -> list[str]:
     bad = [c for c in chars if len(c) != 1]
     if bad:
         raise ValueError(f"every entry must be exactly one character, got {bad[:5]!r}")
+    # JSON's "\ud800" escapes decode to them, but no text can hold one: a checkpoint
+    # naming one could never be written
+    surrogates = [c for c in chars if "\ud800" <= c <= "\udfff"]
+    if surrogates:
+        raise ValueError(f"lone surrogates are not characters of any text: {surrogates[:5]!r}")
     repeated = sorted(c for c, n in Counter(chars).items() if n > 1)
     if repeated:
         raise ValueError(f"characters must be distinct, repeated: {repeated!r}")
@@ -47,6 +52,18 @@ def _check_characters(chars: list[str]) -> list[str]:
 def chars_of(texts: Iterable[str]) -> list[str]:
     """The sorted set of characters used by ``texts``."""
     return sorted(set().union(*map(set, texts)))
+
+
+def inferred_chars(texts: Iterable[str], field: str, what: str) -> list[str]:
+    """The characters of training data as a vocabulary; DataError if too many for one."""
+    chars = chars_of(texts)
+    if len(chars) > MAX_VOCAB_SIZE:
+        raise DataError(
+            field,
+            f"{len(chars)} distinct characters in {what}; a vocabulary holds at most "
+            f"{MAX_VOCAB_SIZE}",
+        )
+    return chars
 
 
 class Vocab(BaseModel):
@@ -63,12 +80,15 @@ class Vocab(BaseModel):
     @classmethod
     def from_pairs(cls, inputs: Iterable[str], targets: Iterable[str]) -> Vocab:
         """Infer both vocabularies from aligned training pairs."""
-        return cls(input=chars_of(inputs), output=chars_of(targets))
+        return cls(
+            input=inferred_chars(inputs, "pairs", "the inputs"),
+            output=inferred_chars(targets, "pairs", "the targets"),
+        )
 
     @classmethod
     def from_text(cls, text: str) -> Vocab:
         """One shared vocabulary for next-character modelling of ``text``."""
-        chars = chars_of([text])
+        chars = inferred_chars([text], "text", "the text")
         return cls(input=chars, output=chars)
 
     @cached_property

@@ -1,31 +1,54 @@
-"""Engine and sessions for the registry database, and bringing its schema up to date."""
+"""Engine and sessions for the registry database, and bringing its schema up to date.
+
+Two kinds of session: ``make_sessions(engine)`` for reads, and
+``make_sessions(engine, writes=True)`` for transactions that write. On SQLite a writing
+transaction takes the database's write lock when it begins (``BEGIN IMMEDIATE``), so
+what it reads before writing (the number of queued jobs, a model's latest version)
+cannot change under it; on PostgreSQL the registry locks what it reads explicitly.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0002"  # the newest migration (tests/store/test_migrations.py keeps it so)
+SQLITE_BEGIN = "charnn_sqlite_begin"  # an execution option: how SQLite transactions begin
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
     WAL lets the API read while a worker process writes; the busy timeout makes
-    concurrent writers wait instead of failing with "database is locked".
+    concurrent writers wait instead of failing with "database is locked". Every JSON
+    column refuses NaN and infinities (which are not JSON: PostgreSQL rejects them and
+    SQLite would hand them back to the API).
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            json_serializer=strict_json,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=strict_json)
+
+
+def strict_json(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite would begin a transaction only at the first write, after the reads the
+    # write depends on; _sqlite_begin begins each one itself (SQLAlchemy's recipe)
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -33,7 +56,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_sessions(engine: Engine) -> sessionmaker[Session]:
+def _sqlite_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_sessions(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``writes``: SQLite takes its write lock as each begins."""
+    if writes:
+        engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -3,23 +3,27 @@
 Every state change is one short transaction guarded by the state it expects
 (``UPDATE ... WHERE status = 'queued'``), so the API, worker processes and several
 API replicas can share one database without ever running a job twice or
-publishing two versions for one job. Workers identify themselves with a lease
-owner token; a worker whose lease was taken away can no longer write.
+publishing two versions for one job. Where a write depends on a count (the queue's
+length, a model's latest version), the transaction first takes a lock that every
+writer of that count takes: SQLite's write lock, taken as the transaction begins,
+or on PostgreSQL an advisory lock (the queue) or the model's row (its versions).
+Workers identify themselves with a lease owner token; a worker whose lease was
+taken away can no longer write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from app.errors import ConflictError, LeaseLostError, NotFoundError
+from app.errors import ConflictError, LeaseLostError, NotFoundError, QueueFullError
 from app.store.db import make_engine, make_sessions, upgrade_schema
 from app.store.tables import (
     ACTIVE_STATUSES,
@@ -31,7 +35,8 @@ from app.store.tables import (
     utcnow,
 )
 
-T = TypeVar("T")
+# PostgreSQL advisory lock held while a job is queued ("charnn" in hex, then 1)
+QUEUE_LOCK = 0x636861726E6E0001
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Registry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions: sessionmaker[Session] = make_sessions(engine)
+        self._writes: sessionmaker[Session] = make_sessions(engine, writes=True)
 
     @classmethod
     def connect(cls, url: str, *, migrate: bool = True) -> Registry:
@@ -88,19 +94,12 @@ class Registry:
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        with self._writes.begin() as session:
             yield session
 
-    def _retrying(self, attempt: Callable[[Session], T], tries: int = 5) -> T:
-        """Run ``attempt`` in a transaction, again if a concurrent writer won a race."""
-        for remaining in range(tries - 1, -1, -1):
-            try:
-                with self._transaction() as session:
-                    return attempt(session)
-            except IntegrityError:
-                if remaining == 0:
-                    raise
-        raise AssertionError("unreachable")
+    @staticmethod
+    def _on_postgresql(session: Session) -> bool:
+        return session.get_bind().dialect.name == "postgresql"
 
     # --- jobs: submitting and reading ----------------------------------------------------
 
@@ -112,7 +111,10 @@ class Registry:
         device: str,
         epochs: int,
         max_attempts: int,
+        *,
+        max_queued: int | None = None,
     ) -> JobRow:
+        """Queue a job; QueueFullError if ``max_queued`` jobs are waiting already."""
         job = JobRow(
             id=job_id,
             model_name=model_name,
@@ -123,8 +125,18 @@ class Registry:
             max_attempts=max_attempts,
         )
         with self._transaction() as session:
+            if max_queued is not None:
+                self._check_queue(session, max_queued)
             session.add(job)
         return job
+
+    def _check_queue(self, session: Session, max_queued: int) -> None:
+        """Refuse a job beyond ``max_queued``, counting under a lock every submitter takes."""
+        if self._on_postgresql(session):  # (SQLite's write lock is held already)
+            session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK)))
+        waiting = self._count_jobs(session, frozenset({JobStatus.QUEUED}))
+        if waiting >= max_queued:
+            raise QueueFullError(waiting, max_queued)
 
     def get_job(self, job_id: str) -> JobRow:
         with self._sessions() as session:
@@ -172,8 +184,12 @@ class Registry:
 
     def count_jobs(self, statuses: frozenset[JobStatus]) -> int:
         with self._sessions() as session:
-            query = select(func.count()).where(JobRow.status.in_(statuses))
-            return session.scalar(query.select_from(JobRow)) or 0
+            return self._count_jobs(session, statuses)
+
+    @staticmethod
+    def _count_jobs(session: Session, statuses: frozenset[JobStatus]) -> int:
+        query = select(func.count()).where(JobRow.status.in_(statuses))
+        return session.scalar(query.select_from(JobRow)) or 0
 
     # --- jobs: running them ----------------------------------------------------------------
 
@@ -348,27 +364,19 @@ class Registry:
         the same transaction. Publishing again for the same job returns the version it
         already made, so a retried completion never creates a second one.
         """
-
-        def attempt(session: Session) -> VersionRow:
+        with self._transaction() as session:
             job = None
             if job_id is not None:
                 job = session.get(JobRow, job_id)
                 if job is not None and job.version is not None:
                     return self._version_row(session, job.model_name, job.version)
                 job = self._owned(session, job_id, owner)
-            model = session.scalar(select(ModelRow).where(ModelRow.name == model_name))
-            if model is None:
-                model = ModelRow(name=model_name)
-                session.add(model)
-                session.flush()
+            model = self._locked_model(session, model_name)
             latest = session.scalar(
                 select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)
             )
             row = VersionRow(
-                model_id=model.id,
-                version=(latest or 0) + 1,
-                job_id=job_id,
-                **new.__dict__,
+                model_id=model.id, version=(latest or 0) + 1, job_id=job_id, **new.__dict__
             )
             session.add(row)
             session.flush()
@@ -380,7 +388,20 @@ class Registry:
                 job.finished_at = utcnow()
             return row
 
-        return self._retrying(attempt)
+    def _locked_model(self, session: Session, name: str) -> ModelRow:
+        """The model's row, created if it is new, locked until the transaction ends.
+
+        Whoever numbers a model's next version, or deletes the model, holds this lock, so
+        two publishers never read the same latest version. ``ON CONFLICT DO NOTHING``: a
+        publisher that finds the row being created by another waits for it instead of
+        failing; one that finds it deleted meanwhile creates it again.
+        """
+        insert = postgresql.insert if self._on_postgresql(session) else sqlite.insert
+        while True:
+            session.execute(insert(ModelRow).values(name=name).on_conflict_do_nothing())
+            model = session.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
+            if model is not None:
+                return model
 
     def _version_row(self, session: Session, model_name: str, version: int) -> VersionRow:
         row = session.scalar(
@@ -407,10 +428,12 @@ class Registry:
 
     # --- models ------------------------------------------------------------------------------
 
-    def _model_row(self, session: Session, name: str) -> ModelRow:
-        model = session.scalar(
-            select(ModelRow).where(ModelRow.name == name).options(selectinload(ModelRow.versions))
-        )
+    def _model_row(self, session: Session, name: str, *, lock: bool = False) -> ModelRow:
+        """The model with its versions; ``lock``: no version is published meanwhile."""
+        query = select(ModelRow).where(ModelRow.name == name)
+        if lock:
+            query = query.with_for_update()
+        model = session.scalar(query.options(selectinload(ModelRow.versions)))
         if model is None:
             raise NotFoundError(f"model {name!r} does not exist")
         return model
@@ -443,7 +466,7 @@ class Registry:
         """Forget a model and its versions; returns their directories for removal."""
         with self._transaction() as session:
             self._refuse_if_training(session, name)
-            model = self._model_row(session, name)
+            model = self._model_row(session, name, lock=True)
             directories = [v.directory for v in model.versions]
             session.delete(model)
             return directories

@@ -135,6 +135,86 @@ def test_text_too_short_to_learn_from(client: TestClient, hello: Body) -> None:
     ]
 
 
+MANY = "".join(chr(0x4E00 + i) for i in range(1500))  # 1500 distinct CJK characters
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "msg"),
+    [
+        (
+            {"text": MANY},
+            ["body", "data", "text"],
+            "1500 distinct characters in the text; a vocabulary holds at most 1024",
+        ),
+        (
+            {"pairs": [{"input": MANY, "target": "a" * 1500}]},
+            ["body", "data", "pairs"],
+            "1500 distinct characters in the inputs; a vocabulary holds at most 1024",
+        ),
+        (
+            {"pairs": [{"input": "a" * 1500, "target": MANY}]},
+            ["body", "data", "pairs"],
+            "1500 distinct characters in the targets; a vocabulary holds at most 1024",
+        ),
+    ],
+    ids=["text", "pair-inputs", "pair-targets"],
+)
+def test_more_distinct_characters_than_a_vocabulary_holds(
+    client: TestClient, hello: Body, data: Body, loc: list[str], msg: str
+) -> None:
+    response = client.post("/train", json={**hello, "data": data})
+
+    assert errors(response) == [(loc, msg, "invalid_data")]
+
+
+def test_a_given_vocabulary_larger_than_the_limit(client: TestClient, hello: Body) -> None:
+    vocab = {"input": list(MANY), "output": list("hlo")}
+
+    response = client.post("/train", json={**hello, "vocab": vocab})
+
+    assert errors(response) == [
+        (
+            ["body", "vocab", "input"],
+            "List should have at most 1024 items after validation, not 1500",
+            "too_long",
+        )
+    ]
+
+
+NOT_UNICODE = "Input should be a valid string, unable to parse raw data as a unicode string"
+
+
+@pytest.mark.parametrize(
+    ("data", "vocab", "loc", "msg"),
+    [
+        ('{"text": "ab\\ud800ab"}', "null", ["body", "data", "text", "text"], NOT_UNICODE),
+        (
+            '{"pairs": [{"input": "h\\udc00", "target": "oh"}]}',
+            "null",
+            ["body", "data", "pairs", "pairs", 0, "input"],
+            NOT_UNICODE,
+        ),
+        (
+            '{"text": "abab"}',
+            '{"input": ["a", "b", "\\udc00"], "output": ["a"]}',
+            ["body", "vocab", "input"],
+            "Value error, lone surrogates are not characters of any text: ['\\udc00']",
+        ),
+    ],
+    ids=["text", "pair", "vocab"],
+)
+def test_lone_surrogates_are_refused_where_they_are(
+    client: TestClient, data: str, vocab: str, loc: list[Any], msg: str
+) -> None:
+    # JSON's \udXXX escapes decode to lone surrogates, which no text can hold
+    body = f'{{"model_name": "hello", "data": {data}, "vocab": {vocab}}}'
+
+    response = client.post("/train", content=body, headers={"Content-Type": "application/json"})
+
+    assert [(where, message) for where, message, _ in errors(response)] == [(loc, msg)]
+    assert client.get("/jobs").json()["total"] == 0
+
+
 def test_a_text_vocab_must_read_what_it_writes(client: TestClient, hello: Body) -> None:
     body = {**hello, "data": {"text": "abab"}, "vocab": {"input": ["a", "b"], "output": ["b", "a"]}}
 
@@ -309,6 +389,21 @@ def test_too_much_text_names_the_limit_and_its_setting(
         (
             ["body", "data"],
             "data: 19 characters, at most 12 allowed (limit set by CHARNN_MAX_TRAINING_CHARS)",
+            "limit_exceeded",
+        )
+    ]
+
+
+def test_pairs_padded_to_the_longest_count_against_the_limit(
+    small_limits: TestClient, hello: Body
+) -> None:
+    pairs = [{"input": "abcdefgh", "target": "bcdefgha"}, {"input": "a", "target": "b"}]
+
+    assert errors(small_limits.post("/train", json={**hello, "data": {"pairs": pairs}})) == [
+        (
+            ["body", "data", "pairs"],
+            "data.pairs: 2 pairs padded to the longest (8 characters) make 16 characters, "
+            "at most 12 allowed (limit set by CHARNN_MAX_TRAINING_CHARS)",
             "limit_exceeded",
         )
     ]

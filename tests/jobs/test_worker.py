@@ -98,6 +98,53 @@ def test_data_that_fails_the_same_way_every_time_fails_at_once(
     assert not layout.job_dir(job.id).exists()
 
 
+def test_a_diverging_job_fails_at_once_and_leaves_no_checkpoint(
+    submit: Callable[[dict[str, Any]], JobRow],
+    registry: Registry,
+    layout: StoreLayout,
+    settings: Settings,
+    hello: dict[str, Any],
+) -> None:
+    # SGD's weight decay multiplies every weight by 1 - 10 x 1 = -9 per step: NaN at epoch 22
+    diverging = {"optimizer": "sgd", "learning_rate": 10.0, "weight_decay": 1.0, "epochs": 60}
+    job = submit({**hello, "hyperparameters": {**diverging, "seed": 0}})
+    registry.claim_job(job.id, "worker-1")
+
+    assert run_job(job.id, "worker-1", settings) == JobStatus.FAILED
+
+    failed = registry.get_job(job.id)
+    assert failed.error is not None
+    assert failed.error.startswith("loss became NaN at epoch 22: the training diverged; ")
+    assert (failed.attempts, failed.failures, failed.epoch, failed.version) == (1, 0, 21, None)
+    assert registry.claim_next_job("worker-2") is None  # not queued again
+    assert registry.list_models() == []
+    assert not layout.job_dir(job.id).exists()  # no checkpoint left to resume from
+    assert layout.staging_dirs() == []
+
+
+def test_a_failure_that_may_pass_releases_the_job_for_another_attempt(
+    submit: Callable[[dict[str, Any]], JobRow],
+    registry: Registry,
+    layout: StoreLayout,
+    settings: Settings,
+    hello: dict[str, Any],
+) -> None:
+    job = submit(hello)
+    registry.claim_job(job.id, "worker-1")
+    layout.job_dir(job.id).write_text("")  # a file where the job's checkpoints go
+
+    with pytest.raises(OSError, match="Not a directory"):
+        run_job(job.id, "worker-1", settings)
+
+    released = registry.get_job(job.id)
+    assert (released.status, released.attempts, released.failures) == ("queued", 1, 1)
+    assert released.error is not None
+    assert released.error.startswith("NotADirectoryError: ")
+    layout.job_dir(job.id).unlink()  # the disk is fixed: the next attempt succeeds
+    registry.claim_job(job.id, "worker-2")
+    assert run_job(job.id, "worker-2", settings) == JobStatus.SUCCEEDED
+
+
 def test_a_job_cancelled_before_its_first_step_trains_nothing(
     submit: Callable[[dict[str, Any]], JobRow],
     registry: Registry,

@@ -150,6 +150,10 @@ TAMPERINGS: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda d: edit_meta(d, lambda m: set_in(m, "vocab", "output", ["h", "h", "o"])),
         r"checkpoint.json does not describe a valid model: vocab.output: .*repeated",
     ),
+    "nan-in-history": (  # Python's JSON reads NaN; a registry's JSON column cannot store it
+        lambda d: edit_meta(d, lambda m: set_in(m, "history", 0, "loss", float("nan"))),
+        r"checkpoint.json does not describe a valid model: history.0.loss: .*finite number",
+    ),
     "no-json": (
         lambda d: (d / META_FILE).unlink(),
         r"no checkpoint.json in .*: not a checkpoint",

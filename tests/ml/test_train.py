@@ -12,7 +12,7 @@ from torch.nn import functional
 
 from app.ml.checkpoint import load_checkpoint, save_checkpoint
 from app.ml.data import IGNORE_INDEX, Batch, Dataset, pairs_dataset
-from app.ml.errors import CheckpointError
+from app.ml.errors import CheckpointError, TrainingDivergedError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Predictor
 from app.ml.metrics import EpochMetrics
@@ -146,6 +146,74 @@ def test_without_a_validation_split_there_are_no_validation_metrics() -> None:
 
     assert session.val_examples is None
     assert session.history[0].val_loss is None
+
+
+# --- divergence ---------------------------------------------------------------------------
+
+# SGD's weight decay multiplies every weight by 1 - learning_rate x weight_decay = -9 at
+# each step: the logits leave float32's range within a few dozen steps, whatever the data
+DIVERGING = {"optimizer": "sgd", "learning_rate": 10.0, "weight_decay": 1.0, "seed": 0}
+ADVICE = (
+    ": the training diverged; lower hyperparameters.learning_rate (or weight_decay), "
+    "or set hyperparameters.grad_clip"
+)
+
+
+def test_a_loss_that_becomes_nan_stops_training_at_that_epoch() -> None:
+    hp = Hyperparameters(epochs=60, validation_fraction=0.0, **DIVERGING)
+    session = TrainingSession.start(hp, pairs_dataset(HELLO), CPU)
+    seen: list[EpochMetrics] = []
+
+    with pytest.raises(TrainingDivergedError) as raised:
+        train(session, on_epoch_end=lambda _session, metrics: seen.append(metrics))
+
+    assert str(raised.value) == "loss became NaN at epoch 22" + ADVICE
+    assert (raised.value.quantity, raised.value.epoch) == ("loss", 22)
+    assert [m.epoch for m in seen] == list(range(1, 22))  # the diverged epoch is never reported
+    assert session.epoch == 21
+    assert all(torch.isfinite(torch.tensor(m.loss)) for m in seen)
+
+
+def test_a_validation_loss_that_becomes_nan_stops_training_too() -> None:
+    hp = Hyperparameters(epochs=60, validation_fraction=0.25, **DIVERGING)
+    session = TrainingSession.start(hp, pairs_dataset(CAESAR_PAIRS), CPU)
+
+    with pytest.raises(TrainingDivergedError, match="^validation loss became NaN at epoch 21: "):
+        train(session)
+
+    assert [m.epoch for m in session.history] == list(range(1, 21))
+
+
+def test_an_infinite_loss_is_named_so() -> None:
+    error = TrainingDivergedError("loss", float("-inf"), 3)
+
+    assert str(error) == "loss became infinite at epoch 3" + ADVICE
+
+
+def test_metrics_are_finite_numbers() -> None:
+    with pytest.raises(ValueError, match="finite number"):
+        EpochMetrics(
+            epoch=1,
+            loss=float("nan"),
+            train_char_accuracy=0.5,
+            train_seq_accuracy=0.0,
+            sample_input="hello",
+            sample_prediction="ohlol",
+            seconds=0.1,
+            characters=5,
+        )
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_divergence_is_caught_at_the_end_of_its_epoch() -> None:
+    # no step waits for the device there: the running sum of the losses carries the NaN
+    hp = Hyperparameters(epochs=60, validation_fraction=0.0, **DIVERGING)
+    session = TrainingSession.start(hp, pairs_dataset(HELLO), torch.device("cuda"))
+
+    with pytest.raises(TrainingDivergedError, match="^loss became NaN at epoch 2[0-9]: "):
+        train(session)
+
+    assert all(torch.isfinite(torch.tensor(m.loss)) for m in session.history)
 
 
 def test_stopping_midway_abandons_the_epoch_in_progress() -> None:

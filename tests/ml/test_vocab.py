@@ -6,8 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from app.ml.errors import UnknownCharacter, UnknownCharactersError, VocabularyError
-from app.ml.vocab import Vocab, one_hot
+from app.ml.errors import DataError, UnknownCharacter, UnknownCharactersError, VocabularyError
+from app.ml.vocab import MAX_VOCAB_SIZE, Vocab, one_hot
 
 # the tutorial's encoding of "hello" -> "ohlol"
 IDX2CHAR = ["e", "h", "l", "o"]
@@ -29,6 +29,18 @@ def test_vocab_inferred_from_text_is_shared() -> None:
 
     assert vocab.input == vocab.output == ["a", "b", "c", "d", "r"]
     assert vocab.is_shared
+
+
+def test_data_with_more_characters_than_a_vocabulary_holds_is_refused() -> None:
+    chars = "".join(chr(0x100 + i) for i in range(MAX_VOCAB_SIZE + 1))
+
+    with pytest.raises(DataError, match="^text: 1025 distinct characters in the text; ") as text:
+        Vocab.from_text(chars)
+    with pytest.raises(DataError, match="^pairs: 1025 distinct characters in the targets; "):
+        Vocab.from_pairs(["a" * len(chars)], [chars])
+
+    assert text.value.message.endswith("a vocabulary holds at most 1024")
+    assert len(Vocab.from_text(chars[:-1]).input) == MAX_VOCAB_SIZE  # the limit itself is fine
 
 
 def test_explicit_vocab_keeps_the_given_order() -> None:
@@ -62,8 +74,9 @@ def test_one_hot_refuses_ids_outside_the_vocabulary() -> None:
         (["a", "bc"], r"every entry must be exactly one character, got \['bc'\]"),
         (["a", ""], r"every entry must be exactly one character, got \[''\]"),
         ([], r"at least 1 item"),
+        (["a", "\ud800"], r"lone surrogates are not characters of any text: \['\\ud800'\]"),
     ],
-    ids=["duplicate", "multi-char", "empty-string", "empty-list"],
+    ids=["duplicate", "multi-char", "empty-string", "empty-list", "lone-surrogate"],
 )
 def test_malformed_vocabulary_is_refused(chars: list[str], message: str) -> None:
     with pytest.raises(ValidationError, match=message) as caught:

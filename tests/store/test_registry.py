@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy.exc import StatementError
 
-from app.errors import ConflictError, LeaseLostError, NotFoundError
+from app.errors import ConflictError, LeaseLostError, NotFoundError, QueueFullError
 from app.store.layout import new_id
 from app.store.registry import NewVersion, Registry
 from app.store.tables import JobRow, JobStatus
 
 METRICS: dict[str, Any] = {"loss": 0.5, "sample_prediction": "ohlol"}
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -69,6 +72,24 @@ def a_version() -> NewVersion:
 
 def history(registry: Registry, job_id: str) -> list[tuple[int, int]]:
     return [(row.epoch, row.attempt) for row in registry.get_job(job_id).history]
+
+
+def race(url: str, count: int, action: Callable[[Registry], T]) -> list[T | Exception]:
+    """``action`` in ``count`` threads at once, each with its own registry (connections)."""
+    start = threading.Barrier(count)
+
+    def one(_: int) -> T | Exception:
+        registry = Registry.connect(url, migrate=False)
+        start.wait()
+        try:
+            return action(registry)
+        except Exception as exc:  # returned, for the test to look at
+            return exc
+        finally:
+            registry.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
 
 
 # --- claiming -----------------------------------------------------------------------------------
@@ -128,6 +149,22 @@ def test_racing_claims_never_hand_one_job_to_two_owners(
             assert registry.get_job(job_id).lease_owner == owner
     finally:
         registry.close()
+
+
+def test_racing_submissions_never_queue_more_than_the_limit(url: str, registry: Registry) -> None:
+    def submit(racer: Registry) -> JobRow:
+        return racer.create_job(new_id(), "hello", {}, "cpu", 15, 3, max_queued=5)
+
+    outcomes = race(url, 16, submit)
+
+    queued = [o for o in outcomes if isinstance(o, JobRow)]
+    refused = [o for o in outcomes if isinstance(o, QueueFullError)]
+    assert (len(queued), len(refused)) == (5, 11)
+    assert {str(e) for e in refused} == {
+        "5 jobs are waiting already, at most 5 (limit set by CHARNN_MAX_QUEUED_JOBS); "
+        "try again later"
+    }
+    assert registry.count_jobs(frozenset({JobStatus.QUEUED})) == 5
 
 
 # --- the lease ----------------------------------------------------------------------------------
@@ -361,6 +398,48 @@ def test_versions_are_numbered_per_model(registry: Registry) -> None:
     assert numbers == [1, 2, 1]
     assert registry.get_version("a").version == 2  # the latest when none is named
     assert registry.get_version("a", 1).version == 1
+
+
+def test_racing_publishers_of_a_new_model_number_its_versions_in_turn(
+    url: str, registry: Registry
+) -> None:
+    outcomes = race(url, 16, lambda racer: racer.publish_version("hello", a_version()).version)
+
+    assert sorted(outcomes) == list(range(1, 17))  # (sorting an exception would fail)
+    assert [v.version for v in registry.get_model("hello").versions] == list(range(1, 17))
+
+
+def test_a_model_deleted_while_versions_are_published_loses_track_of_no_directory(
+    url: str, registry: Registry
+) -> None:
+    first = registry.publish_version("hello", a_version()).directory
+    roles = iter(["delete", *["publish"] * 15])
+
+    def act(racer: Registry) -> list[str] | str:
+        if next(roles) == "delete":
+            return racer.delete_model("hello")
+        return racer.publish_version("hello", a_version()).directory
+
+    outcomes = race(url, 16, act)
+
+    assert [o for o in outcomes if isinstance(o, Exception)] == []
+    [deleted] = [o for o in outcomes if isinstance(o, list)]
+    published = {first, *(o for o in outcomes if isinstance(o, str))}
+    # each directory is either returned for removal or still named by a version
+    assert published == set(deleted) | registry.known_directories("hello")
+    assert set(deleted).isdisjoint(registry.known_directories("hello"))
+
+
+def test_a_nan_is_never_stored(registry: Registry, new_job: Callable[..., JobRow]) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+
+    # (SQLite's driver wraps the serializer's ValueError; PostgreSQL's does not)
+    nan = "Out of range float values are not JSON compliant"
+    with pytest.raises((StatementError, ValueError), match=nan):
+        registry.record_epoch(job.id, "a", 1, {**METRICS, "epoch": 1, "loss": float("nan")})
+
+    assert history(registry, job.id) == []
 
 
 def test_a_model_left_without_versions(registry: Registry) -> None:
