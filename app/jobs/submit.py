@@ -64,7 +64,7 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
 def check_padded_pairs(data: PairsData, settings: Settings) -> None:
     """Pairs are encoded padded to the longest: one long pair among many short ones would
     make the encoded data (built here, in the API) far larger than the data itself."""
-    longest = max(len(pair.input) for pair in data.pairs)
+    longest = max(len(pair["input"]) for pair in data.pairs)
     padded = len(data.pairs) * longest
     if padded > settings.max_training_chars:
         raise LimitExceededError(
