@@ -17,7 +17,7 @@ from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.fast_predict import FastPredict
-from app.api.limits import BodySizeLimit, RateLimiter
+from app.api.limits import BodySizeLimit, ConcurrencyLimit, RateLimiter
 from app.api.observability import (
     Metrics,
     ObservabilityMiddleware,
@@ -54,6 +54,9 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         serving=Serving(settings, registry, cache, on_batch=metrics.batch_size.observe),
         metrics=metrics,
         limiter=RateLimiter(settings.predict_rate_per_key),
+        imports=ConcurrencyLimit(
+            settings.max_concurrent_imports, "imports", "CHARNN_MAX_CONCURRENT_IMPORTS"
+        ),
     )
 
 
@@ -128,7 +131,7 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
-        max_import_bytes=settings.max_import_bytes,
+        max_import_bytes=settings.max_import_bytes + settings.max_import_meta_bytes,
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     # routes are matched in order: predict, the hot path, first; the static mounts last

@@ -1,13 +1,18 @@
-"""Request-level limits: body size (enforced on the streamed body) and per-key rates."""
+"""Request-level limits: body size (enforced on the streamed body), per-key rates, and
+requests of one kind at once."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import TooManyRequestsError
 
 IMPORT_ROUTE = re.compile(r"^/models/[^/]+/versions/?$")
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -24,13 +29,14 @@ class BodyTooLarge(HTTPException):
 class BodySizeLimit:
     """Refuse bodies over the limit: at once by Content-Length, else while they stream in.
 
-    Checkpoint imports (two files, each up to CHARNN_MAX_IMPORT_BYTES) have their own limit.
+    Checkpoint imports have their own limit: ``max_import_bytes``, the sum of their files'
+    limits (each file's own is enforced as it streams in, ``app.api.uploads``).
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, max_import_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.max_import_bytes = 2 * max_import_bytes + MULTIPART_OVERHEAD
+        self.max_import_bytes = max_import_bytes + MULTIPART_OVERHEAD
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,3 +112,28 @@ class RateLimiter:
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
             )
         self._buckets[principal] = (tokens - 1, now)
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests of one kind at once; the next one gets a 429 at once.
+
+    Taken and given back on the event loop, where no other request runs in between.
+    """
+
+    def __init__(self, limit: int, what: str, setting: str, retry_after: int = 5) -> None:
+        self.limit, self.what, self.setting, self.retry_after = limit, what, setting, retry_after
+        self.active = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.active >= self.limit:
+            raise TooManyRequestsError(
+                f"{self.active} {self.what} in progress, at most {self.limit} "
+                f"(limit set by {self.setting}); try again shortly",
+                retry_after=self.retry_after,
+            )
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1

@@ -6,7 +6,8 @@
     ├── DataError                training data is empty, misaligned or too short
     ├── ConfigurationError       hyperparameters that cannot work together
     ├── DeviceUnavailableError   a device was asked for that this machine lacks
-    └── CheckpointError          a checkpoint is missing, corrupted, tampered or foreign
+    ├── CheckpointError          a checkpoint is missing, corrupted, tampered or foreign
+    └── StorageError             a checkpoint cannot be written: no space, read-only, ...
 
 Each message says what was wrong and, where it can, how to fix it; the service
 layer maps them to HTTP responses in one place.
@@ -70,3 +71,7 @@ class DeviceUnavailableError(CharnnError):
 
 class CheckpointError(CharnnError):
     pass
+
+
+class StorageError(CharnnError):
+    """The disk refused a write: full, over quota, read-only or not ours to write."""

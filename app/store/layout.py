@@ -76,6 +76,34 @@ class StoreLayout:
     def version_dir(self, name: str, directory: str) -> Path:
         return self.model_dir(name) / _checked(directory, _HEX_ID, "version directory")
 
+    def new_staging(self, name: str) -> tuple[str, Path]:
+        """A new version's directory name, and its staging directory, created empty.
+
+        The model's directory is created too if need be; a concurrent ``discard`` of
+        another version may remove it in between, hence the second try.
+        """
+        directory = new_id()
+        final = self.version_dir(name, directory)
+        staging = final.with_name(f".{directory}{STAGING_MARKER}{new_id()}")
+        for tries_left in (1, 0):
+            try:
+                staging.mkdir(parents=True)
+                break
+            except FileNotFoundError:
+                if not tries_left:
+                    raise
+        return directory, staging
+
+    def discard(self, path: Path) -> None:
+        """Remove a checkpoint directory, whole or half-written, and its parent if empty.
+
+        A failed write leaves no trace: not even the empty directory of a model that
+        has no version yet.
+        """
+        shutil.rmtree(path, ignore_errors=True)
+        with suppress(OSError):  # not empty: other versions, or one on its way
+            path.parent.rmdir()
+
     # --- job checkpoints -----------------------------------------------------------------
 
     def job_dir(self, job_id: str) -> Path:
