@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, ExceptionContext, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -19,14 +21,46 @@ def make_engine(url: str) -> Engine:
     concurrent writers wait instead of failing with "database is locked".
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        connect_args = {"timeout": 30, "check_same_thread": False}
+        engine = create_engine(url, connect_args=connect_args)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _reconnect_after_file_errors)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
+def _refuse_read_only(cursor: Any) -> None:
+    """Refuse a connection that SQLite opened read-only because the file is.
+
+    SQLite falls back to reading silently (even with ``mode=rw``), and the pool would
+    keep that connection for good: a registry made writable again would go on refusing
+    writes until a restart. Refused, the connection is tried afresh by the next request.
+    """
+    for _, name, path in cursor.execute("PRAGMA database_list").fetchall():
+        if name == "main" and path:
+            try:
+                os.close(os.open(path, os.O_RDWR))
+            except OSError as exc:
+                cursor.close()
+                raise sqlite3.OperationalError(
+                    f"the registry {path} cannot be written: {exc.strerror}"
+                ) from exc
+
+
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN (primary codes of the extended ones)
+FILE_ERRORS = frozenset({8, 10, 14})
+
+
+def _reconnect_after_file_errors(context: ExceptionContext) -> None:
+    """A connection whose file went away or read-only is dropped, not pooled again."""
+    code = getattr(context.original_exception, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in FILE_ERRORS:
+        context.is_disconnect = True
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    _refuse_read_only(cursor)
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")

@@ -28,6 +28,7 @@ MODEL_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _EPOCH_DIR = re.compile(r"^epoch-(\d{6})$")
+PROBE_BYTES = 4096
 
 
 def new_id() -> str:
@@ -67,6 +68,23 @@ class StoreLayout:
     def ensure(self) -> None:
         self.models.mkdir(parents=True, exist_ok=True)
         self.jobs.mkdir(parents=True, exist_ok=True)
+
+    def write_problem(self) -> str | None:
+        """Why a small file cannot be written in the store now; None if it can (blocking).
+
+        Tried for real: permission bits say nothing of a full disk, a quota or a
+        read-only mount. A page is what the smallest checkpoint needs of a full disk.
+        """
+        probe = self.root / f".probe-{new_id()}"
+        try:
+            with probe.open("xb") as handle:
+                handle.write(bytes(PROBE_BYTES))
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
+        finally:
+            with suppress(OSError):
+                probe.unlink()
+        return None
 
     # --- published versions --------------------------------------------------------------
 
