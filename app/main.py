@@ -17,7 +17,7 @@ from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.fast_predict import FastPredict
-from app.api.limits import BodySizeLimit, ConcurrencyLimit, RateLimiter
+from app.api.limits import BodySizeLimit, CloseUnreadBodies, ConcurrencyLimit, RateLimiter
 from app.api.observability import (
     Metrics,
     ObservabilityMiddleware,
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         max_import_bytes=settings.max_import_bytes + settings.max_import_meta_bytes,
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.add_middleware(CloseUnreadBodies)  # outermost: it sees every refusal
     # routes are matched in order: predict, the hot path, first; the static mounts last
     for module in (predict, health, train, jobs, models):
         app.include_router(module.router, responses=ERROR_RESPONSES)

@@ -63,6 +63,47 @@ class BodySizeLimit:
         await self.app(scope, limited, send)
 
 
+class CloseUnreadBodies:
+    """Close the connection after answering a request whose body was left unread.
+
+    A refusal (413, 429, 401, ...) is sent before the body has been read; on a kept-alive
+    connection the server would then read the rest, megabytes or gigabytes, only to
+    find the next request. ``Connection: close`` tells the server and the client that
+    the rest will never be read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        unread = _has_body(scope)  # until its last message is read
+
+        async def reading() -> Message:
+            nonlocal unread
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                unread = False
+            return message
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and unread:
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, reading, sending)
+
+
+def _has_body(scope: Scope) -> bool:
+    declared = _content_length(scope)
+    if declared is not None:
+        return declared > 0
+    return any(key == b"transfer-encoding" for key, _ in scope["headers"])
+
+
 def _content_length(scope: Scope) -> int | None:
     for key, value in scope["headers"]:
         if key == b"content-length":
