@@ -35,16 +35,13 @@ def _refuse_read_only(cursor: Any) -> None:
     SQLite falls back to reading silently (even with ``mode=rw``), and the pool would
     keep that connection for good: a registry made writable again would go on refusing
     writes until a restart. Refused, the connection is tried afresh by the next request.
+    (``access``, not a trial ``open``: closing any descriptor of the file would drop
+    the locks SQLite holds on it through the others, and corrupt it.)
     """
     for _, name, path in cursor.execute("PRAGMA database_list").fetchall():
-        if name == "main" and path:
-            try:
-                os.close(os.open(path, os.O_RDWR))
-            except OSError as exc:
-                cursor.close()
-                raise sqlite3.OperationalError(
-                    f"the registry {path} cannot be written: {exc.strerror}"
-                ) from exc
+        if name == "main" and path and not os.access(path, os.W_OK):
+            cursor.close()
+            raise sqlite3.OperationalError(f"the registry {path} cannot be written")
 
 
 # SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN (primary codes of the extended ones)

@@ -180,6 +180,7 @@ def test_an_oversize_file_is_refused_before_the_body_is_read(
         },
     )
     assert response.status_code == 413
+    assert response.headers["connection"] == "close"  # the rest will never be read
     assert response.json() == {
         "detail": f"weights: more than {limit} bytes uploaded "
         "(limit set by CHARNN_MAX_IMPORT_BYTES)"
@@ -313,3 +314,25 @@ def test_a_read_only_sqlite_registry_recovers_without_a_restart(
     assert written == [201] * 6
     versions = server.http.get("/models/hello").json()["versions"]
     assert [v["version"] for v in versions] == list(range(1, 8))
+
+
+def test_a_job_on_a_full_disk_fails_saying_so(
+    start_server: Callable[..., LiveServer], hello: dict[str, Any], tmp_path: Path
+) -> None:
+    with small_disk(tmp_path / "disk", 16 * MiB) as disk:
+        server = start_server(
+            store_dir=disk / "store",
+            database_url=f"sqlite:///{tmp_path / 'registry.db'}",  # the registry has room
+            job_max_attempts=1,
+        )
+        fill(disk)
+
+        queued = server.http.post("/train", json=hello)
+        job = server.wait_for_job(queued.json()["id"])
+        models = sorted(p.name for p in (disk / "store" / "models").iterdir())
+        server.stop()
+
+    assert job["status"] == "failed"
+    assert "StorageError: cannot write a checkpoint to " in job["error"]
+    assert "the disk is full (No space left on device)" in job["error"]
+    assert models == []

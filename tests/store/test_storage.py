@@ -67,7 +67,7 @@ def test_a_sqlite_registry_made_writable_again_takes_writes_without_a_restart(
 
     # a second connection is opened now, while the file is read-only: SQLite would open
     # it read-only, silently, and the pool would keep it for good
-    refused = pytest.raises(OperationalError, match="cannot be written: Read-only file system")
+    refused = pytest.raises(OperationalError, match="cannot be written")
     with read_only(directory), refused, registry.engine.connect(), registry.engine.connect():
         pass
 
