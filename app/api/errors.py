@@ -210,7 +210,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
     404: "No such model, version or job",
     409: "The model is being trained, or the job has ended",
-    413: "Body larger than CHARNN_MAX_BODY_BYTES (imports: CHARNN_MAX_IMPORT_BYTES)",
+    413: "Body larger than CHARNN_MAX_BODY_BYTES; an imported file larger than "
+    "CHARNN_MAX_IMPORT_BYTES (weights) or CHARNN_MAX_IMPORT_META_BYTES (checkpoint.json)",
     415: "The body is not of a media type this operation reads",
     429: "Too many requests (a full queue, concurrent imports, the per-key rate); see Retry-After",
     503: "Registry unreachable, or the service cannot run this now",

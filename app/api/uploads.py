@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 if TYPE_CHECKING:  # defined for type checkers only
     from python_multipart.multipart import MultipartCallbacks
@@ -169,6 +170,8 @@ async def receive_parts(request: Request, sinks: Mapping[str, Sink]) -> None:
         parser.finalize()
     except FormParserError as exc:
         raise bad_multipart(str(exc)) from exc
+    except ClientDisconnect as exc:  # nobody to answer; what was written goes
+        raise bad_multipart("the client went away before its end") from exc
     await parts.flush()
     if parts.started != parts.finished:
         raise bad_multipart("it ends inside a part")

@@ -20,6 +20,7 @@ The figures go to test-artifacts/imports.json.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -187,6 +188,29 @@ def test_an_oversize_file_is_refused_before_the_body_is_read(
     }
     assert upload.sent < limit + MAX_BYTES_SENT_PAST_THE_LIMIT
     assert list((server.store_dir / "models").iterdir()) == []
+
+
+def test_a_client_gone_mid_upload_leaves_nothing(
+    start_server: Callable[..., LiveServer], files: tuple[bytes, bytes]
+) -> None:
+    server = start_server()
+    upload = Upload(*files)
+    head = (
+        "POST /models/gone/versions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\n"
+        f"Content-Type: multipart/form-data; boundary={upload.boundary}\r\n\r\n"
+    )
+    body = b"".join(upload.chunks())[:-100]  # the weights' last bytes never come
+    with socket.create_connection(("127.0.0.1", server.port)) as connection:
+        connection.sendall(head.encode() + body)
+        deadline = time.monotonic() + 10
+        while not list(server.store_dir.glob("models/gone/.*")) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the upload is under way
+    deadline = time.monotonic() + 10
+    while (server.store_dir / "models" / "gone").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert list((server.store_dir / "models").iterdir()) == []
+    assert "Traceback" not in server.log
 
 
 def test_imports_past_the_concurrency_limit_get_429_before_their_body_is_read(
