@@ -9,7 +9,8 @@ OpenAPI through ``multipart_body``.
 
 A sink's ``reserve`` runs on the event loop before its bytes are accepted (it refuses
 them by raising); ``write`` and ``finish`` block, and run in a worker thread, a
-megabyte at a time.
+megabyte at a time, and at the end of each part (what a sink learns from a whole part
+may refuse the parts after it).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class _Parts:
     def on_part_end(self) -> None:
         assert self.current is not None
         self.pending.append((self.sinks[self.current], None))
+        self.pending_bytes = FLUSH_BYTES  # a part is whole: its sink hears of it at once
         self.finished.add(self.current)
         self.current = None
 

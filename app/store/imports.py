@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +26,7 @@ import torch
 
 from app.errors import InvalidRequestError, LimitExceededError, UploadTooLargeError
 from app.ml.checkpoint import (
+    MAX_HEADER_BYTES,
     META_FILE,
     WEIGHTS_FILE,
     CheckpointMeta,
@@ -36,7 +39,7 @@ from app.ml.checkpoint import (
     write_file,
 )
 from app.ml.errors import CheckpointError
-from app.ml.model import ModelConfig
+from app.ml.model import ModelConfig, estimate_parameters
 from app.settings import Settings
 from app.store.layout import StoreLayout
 from app.store.publish import describe_version
@@ -59,8 +62,17 @@ class StagedFile:
     refused as soon as it passes the limit; ``write`` and ``finish`` block (threads).
     """
 
-    def __init__(self, path: Path, field: str, limit: int, setting: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        field: str,
+        limit: int,
+        setting: str,
+        on_finish: Callable[[], None] | None = None,
+    ) -> None:
         self.path, self.field, self.limit, self.setting = path, field, limit, setting
+        self.on_finish = on_finish
+        self.expected: int | None = None  # the size the checkpoint's JSON gives this file
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._file: BinaryIO | None = None
@@ -70,6 +82,11 @@ class StagedFile:
         if self.size > self.limit:
             raise UploadTooLargeError(
                 self.field, f"more than {self.limit} bytes uploaded", self.setting
+            )
+        if self.expected is not None and self.size > self.expected:
+            raise InvalidRequestError(
+                "checkpoint",
+                f"{self.path.name} is more than the {self.expected} bytes {META_FILE} says",
             )
 
     def write(self, data: bytes) -> None:
@@ -83,6 +100,8 @@ class StagedFile:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
+        if self.on_finish is not None:
+            self.on_finish()
 
     def close(self) -> None:
         if self._file is not None:
@@ -107,6 +126,7 @@ class ImportUpload:
     def __init__(self, layout: StoreLayout, model_name: str, settings: Settings) -> None:
         self.layout, self.model_name, self.settings = layout, model_name, settings
         self.published = False
+        self.meta: CheckpointMeta | None = None
         with storage_errors("an upload"):
             self.directory, self.staging = layout.new_staging(model_name)
         self.files = {
@@ -115,6 +135,7 @@ class ImportUpload:
                 "checkpoint",
                 settings.max_import_meta_bytes,
                 "CHARNN_MAX_IMPORT_META_BYTES",
+                on_finish=self._expect_weights,
             ),
             "weights": StagedFile(
                 self.staging / WEIGHTS_FILE,
@@ -148,15 +169,56 @@ class ImportUpload:
         if not self.published:
             self.layout.discard(self.staging)
 
+    def _expect_weights(self) -> None:
+        """The JSON has come (clients send it first): check it before the weights come."""
+        self.files["weights"].expected = self._checked_meta().files[WEIGHTS_FILE].size
+
+    def _checked_meta(self) -> CheckpointMeta:
+        if self.meta is None:
+            with invalid_checkpoint():
+                meta = parse_upload(self.files["checkpoint"].path.read_bytes())
+                check_model_limits(meta, self.settings)
+                check_weights_size(meta, self.settings)
+            self.meta = meta
+        return self.meta
+
     def _verify(self) -> CheckpointMeta:
-        try:
-            meta = parse_upload(self.files["checkpoint"].path.read_bytes())
-            check_model_limits(meta, self.settings)
+        meta = self._checked_meta()
+        with invalid_checkpoint():
             check_digest(WEIGHTS_FILE, self.files["weights"].digest, meta.files[WEIGHTS_FILE])
             verify_weights_file(meta.config, self.files["weights"].path)
-        except CheckpointError as exc:
-            raise InvalidRequestError("checkpoint", str(exc)) from exc
         return meta
+
+
+@contextmanager
+def invalid_checkpoint() -> Iterator[None]:
+    """A checkpoint that fails verification is the client's mistake: a 422 naming it."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise InvalidRequestError("checkpoint", str(exc)) from exc
+
+
+def check_weights_size(meta: CheckpointMeta, settings: Settings) -> None:
+    """The weights file the JSON declares holds the declared model's tensors, and fits.
+
+    float32 tensors, 4 bytes a parameter, after an 8-byte length and the JSON header.
+    """
+    parameters = estimate_parameters(meta.config)
+    data = 4 * parameters
+    if data > settings.max_import_bytes:
+        raise UploadTooLargeError(
+            "weights",
+            f"the declared model's {parameters} parameters take {data} bytes, more than "
+            f"{settings.max_import_bytes} allowed",
+            "CHARNN_MAX_IMPORT_BYTES",
+        )
+    declared = meta.files[WEIGHTS_FILE].size
+    if not data < declared - 8 <= data + MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"weights do not fit the declared architecture: its tensors take {data} bytes, "
+            f"and {META_FILE} gives {WEIGHTS_FILE} {declared}"
+        )
 
 
 def check_model_limits(meta: CheckpointMeta, settings: Settings) -> None:

@@ -346,9 +346,14 @@ def torch_file_as_weights(
 
 
 BAD_IMPORTS: dict[str, tuple[BadImport, str]] = {
-    "pickle as weights": (pickle_as_weights, "weights.safetensors is not a valid safetensors file"),
+    # (a file of another size than the declared model's tensors is refused before it is read)
+    "pickle as weights": (pickle_as_weights, "weights do not fit the declared architecture"),
     "torch.save file as weights": (
         torch_file_as_weights,
+        "weights do not fit the declared architecture",
+    ),
+    "bytes of the right size that are not safetensors": (
+        lambda m, w, fox, marker: (rehashed(m, bytes(len(w))), bytes(len(w))),
         "weights.safetensors is not a valid safetensors file",
     ),
     "pickle as checkpoint.json": (
