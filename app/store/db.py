@@ -21,15 +21,15 @@ def make_engine(url: str) -> Engine:
     concurrent writers wait instead of failing with "database is locked".
     """
     if url.startswith("sqlite"):
-        connect_args = {"timeout": 30, "check_same_thread": False}
-        engine = create_engine(url, connect_args=connect_args)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _refuse_read_only)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "handle_error", _reconnect_after_file_errors)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
-def _refuse_read_only(cursor: Any) -> None:
+def _refuse_read_only(dbapi_connection: Any, _record: Any) -> None:
     """Refuse a connection that SQLite opened read-only because the file is.
 
     SQLite falls back to reading silently (even with ``mode=rw``), and the pool would
@@ -38,9 +38,8 @@ def _refuse_read_only(cursor: Any) -> None:
     (``access``, not a trial ``open``: closing any descriptor of the file would drop
     the locks SQLite holds on it through the others, and corrupt it.)
     """
-    for _, name, path in cursor.execute("PRAGMA database_list").fetchall():
+    for _, name, path in dbapi_connection.execute("PRAGMA database_list").fetchall():
         if name == "main" and path and not os.access(path, os.W_OK):
-            cursor.close()
             raise sqlite3.OperationalError(f"the registry {path} cannot be written")
 
 
@@ -57,7 +56,6 @@ def _reconnect_after_file_errors(context: ExceptionContext) -> None:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    _refuse_read_only(cursor)
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
