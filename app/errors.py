@@ -4,6 +4,7 @@
     ├── NotFoundError          a model, version or job that does not exist
     ├── ConflictError          the resource is busy or in a state that forbids the action
     ├── LimitExceededError     a configured limit was passed; names the limit and setting
+    │   └── UploadTooLargeError    an uploaded file passed its size limit (413)
     ├── InvalidRequestError    a request that validation alone could not refuse
     ├── TooManyRequestsError   come back later; says when
     │   └── QueueFullError     CHARNN_MAX_QUEUED_JOBS jobs are waiting already
@@ -30,6 +31,10 @@ class LimitExceededError(CharnnError):
         self.field = field
         self.setting = setting
         super().__init__(f"{field}: {message} (limit set by {setting})")
+
+
+class UploadTooLargeError(LimitExceededError):
+    pass
 
 
 class InvalidRequestError(CharnnError):

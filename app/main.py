@@ -18,7 +18,7 @@ from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.fast_predict import FastPredict
 from app.api.guard import RequestGuard, RequestGuardMiddleware
-from app.api.limits import BodySizeLimit, RateLimiter
+from app.api.limits import BodySizeLimit, CloseUnreadBodies, ConcurrencyLimit, RateLimiter
 from app.api.observability import (
     Metrics,
     ObservabilityMiddleware,
@@ -55,6 +55,9 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         serving=Serving(settings, registry, cache, on_batch=metrics.batch_size.observe),
         metrics=metrics,
         limiter=RateLimiter(settings.predict_rate_per_key),
+        imports=ConcurrencyLimit(
+            settings.max_concurrent_imports, "imports", "CHARNN_MAX_CONCURRENT_IMPORTS"
+        ),
     )
 
 
@@ -133,13 +136,14 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
-        max_import_bytes=settings.max_import_bytes,
+        max_import_bytes=settings.max_import_bytes + settings.max_import_meta_bytes,
     )
     routers = [module.router for module in (predict, health, train, jobs, models)]
     keyed_routes = [route for router in routers for route in router.routes]
     app.add_middleware(AccessControl, routes=keyed_routes, authorizer=app.state.authorizer)
     app.add_middleware(RequestGuardMiddleware, guard=app.state.guard)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.add_middleware(CloseUnreadBodies)  # outermost: it sees every refusal
     # routes are matched in order: predict, the hot path, first; the static mounts last
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)

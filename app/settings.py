@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Size of an imported checkpoint's weights file."
     )
+    max_import_meta_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Size of an imported checkpoint's checkpoint.json (parsed in memory).",
+    )
+    max_concurrent_imports: int = Field(
+        2, ge=1, le=1024, description="Checkpoint imports received at once; more get 429."
+    )
     batch_max_size: int = Field(
         64, ge=1, le=4096, description="Sequences one batched forward pass may hold."
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.api.limits import RateLimiter
+from app.api.limits import ConcurrencyLimit, RateLimiter
 from app.api.observability import Metrics
 from app.jobs.runner import JobRunner
 from app.serving.cache import ModelCache
@@ -30,6 +30,7 @@ class Services:
     serving: Serving
     metrics: Metrics
     limiter: RateLimiter
+    imports: ConcurrencyLimit
 
 
 def services_of(request: Request) -> Services:

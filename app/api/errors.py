@@ -30,6 +30,7 @@ from app.errors import (
     LimitExceededError,
     NotFoundError,
     TooManyRequestsError,
+    UploadTooLargeError,
 )
 from app.ml.errors import (
     CharnnError,
@@ -37,6 +38,7 @@ from app.ml.errors import (
     ConfigurationError,
     DataError,
     DeviceUnavailableError,
+    StorageError,
     UnknownCharactersError,
 )
 from app.schemas import ErrorMessage
@@ -114,6 +116,8 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
         case DataError():
             field = exc.field if exc.field == "vocab" else data_prefix + exc.field
             return field_error(field, exc.message, "invalid_data")
+        case UploadTooLargeError():
+            return message(status.HTTP_413_CONTENT_TOO_LARGE, exc)
         case LimitExceededError():
             return field_error(exc.field, str(exc), "limit_exceeded")
         case InvalidRequestError():
@@ -128,6 +132,9 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
             return message(status.HTTP_404_NOT_FOUND, exc)
         case ConflictError():
             return message(status.HTTP_409_CONFLICT, exc)
+        case StorageError():
+            log.error("the store refused a write: %s", exc)
+            return message(status.HTTP_507_INSUFFICIENT_STORAGE, exc)
         case DeviceUnavailableError():
             return message(status.HTTP_503_SERVICE_UNAVAILABLE, exc)
         case CheckpointError():
@@ -140,7 +147,23 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     return message(status.HTTP_400_BAD_REQUEST, exc)
 
 
+# SQLite's SQLITE_FULL and PostgreSQL's disk_full: the database is there, its disk is not
+DISK_FULL = (13, "53100")
+
+
+def disk_full(exc: Exception) -> bool:
+    original = getattr(exc, "orig", None)
+    codes = (getattr(original, "sqlite_errorcode", None), getattr(original, "sqlstate", None))
+    return any(code in DISK_FULL for code in codes)
+
+
 async def handle_database_down(_request: Request, exc: Exception) -> JSONResponse:
+    if disk_full(exc):
+        log.error("the registry's disk is full: %s", exc)
+        return JSONResponse(
+            {"detail": "the registry database's disk is full; free space, then try again"},
+            status_code=status.HTTP_507_INSUFFICIENT_STORAGE,
+        )
     log.warning("registry unreachable: %s", exc)
     return JSONResponse(
         {"detail": "the registry database is unreachable; try again shortly"},
@@ -189,9 +212,12 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
     404: "No such model, version or job",
     409: "The model is being trained, or the job has ended",
-    413: "Body larger than CHARNN_MAX_BODY_BYTES (imports: CHARNN_MAX_IMPORT_BYTES)",
-    429: "Too many requests (a full queue, or the per-key rate); see Retry-After",
+    413: "Body larger than CHARNN_MAX_BODY_BYTES; an imported file larger than "
+    "CHARNN_MAX_IMPORT_BYTES (weights) or CHARNN_MAX_IMPORT_META_BYTES (checkpoint.json)",
+    415: "The body is not of a media type this operation reads",
+    429: "Too many requests (a full queue, concurrent imports, the per-key rate); see Retry-After",
     503: "Registry unreachable, or the service cannot run this now",
+    507: "The store cannot be written (disk full, over quota, read-only); nothing was kept",
 }
 
 

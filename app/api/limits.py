@@ -1,14 +1,18 @@
-"""Request-level limits: body size (enforced on the streamed body) and per-key rates."""
+"""Request-level limits: body size (enforced on the streamed body), per-key rates, and
+requests of one kind at once."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import send_refusal
+from app.errors import TooManyRequestsError
 
 IMPORT_ROUTE = re.compile(r"^/models/[^/]+/versions/?$")
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -25,13 +29,14 @@ class BodyTooLarge(HTTPException):
 class BodySizeLimit:
     """Refuse bodies over the limit: at once by Content-Length, else while they stream in.
 
-    Checkpoint imports (two files, each up to CHARNN_MAX_IMPORT_BYTES) have their own limit.
+    Checkpoint imports have their own limit: ``max_import_bytes``, the sum of their files'
+    limits (each file's own is enforced as it streams in, ``app.api.uploads``).
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, max_import_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.max_import_bytes = 2 * max_import_bytes + MULTIPART_OVERHEAD
+        self.max_import_bytes = max_import_bytes + MULTIPART_OVERHEAD
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,6 +61,47 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class CloseUnreadBodies:
+    """Close the connection after answering a request whose body was left unread.
+
+    A refusal (413, 429, 401, ...) is sent before the body has been read; on a kept-alive
+    connection the server would then read the rest, megabytes or gigabytes, only to
+    find the next request. ``Connection: close`` tells the server and the client that
+    the rest will never be read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        unread = _has_body(scope)  # until its last message is read
+
+        async def reading() -> Message:
+            nonlocal unread
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                unread = False
+            return message
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and unread:
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, reading, sending)
+
+
+def _has_body(scope: Scope) -> bool:
+    declared = _content_length(scope)
+    if declared is not None:
+        return declared > 0
+    return any(key == b"transfer-encoding" for key, _ in scope["headers"])
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -91,3 +137,28 @@ class RateLimiter:
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
             )
         self._buckets[principal] = (tokens - 1, now)
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests of one kind at once; the next one gets a 429 at once.
+
+    Taken and given back on the event loop, where no other request runs in between.
+    """
+
+    def __init__(self, limit: int, what: str, setting: str, retry_after: int = 5) -> None:
+        self.limit, self.what, self.setting, self.retry_after = limit, what, setting, retry_after
+        self.active = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.active >= self.limit:
+            raise TooManyRequestsError(
+                f"{self.active} {self.what} in progress, at most {self.limit} "
+                f"(limit set by {self.setting}); try again shortly",
+                retry_after=self.retry_after,
+            )
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1

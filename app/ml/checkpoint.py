@@ -18,22 +18,34 @@ that the JSON declares, so a corrupted, truncated or tampered checkpoint raises
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, BinaryIO, Literal, Self
 
 import safetensors.torch
 import torch
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from app.ml.data import Task
-from app.ml.errors import CheckpointError
+from app.ml.errors import CheckpointError, StorageError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig, expected_shapes
@@ -203,8 +215,32 @@ class Checkpoint:
 
 # --- writing ------------------------------------------------------------------------------
 
+# what the disk says when it will take no more from us, in words an operator acts on
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "is over its quota",
+    errno.EROFS: "is read-only",
+    errno.EACCES: "is not writable by this process",
+    errno.EPERM: "is not writable by this process",
+}
 
-def _write_file(path: Path, data: bytes) -> FileDigest:
+
+@contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Raise the disk's refusals inside as ``StorageError``s that say what to do."""
+    try:
+        yield
+    except OSError as exc:
+        reason = STORAGE_ERRNOS.get(exc.errno or 0)
+        if reason is None:
+            raise
+        raise StorageError(
+            f"cannot write {what}: the disk {reason} ({exc.strerror}); "
+            "free space or make the store writable, then try again"
+        ) from exc
+
+
+def write_file(path: Path, data: bytes) -> FileDigest:
     with path.open("wb") as handle:
         handle.write(data)
         handle.flush()
@@ -212,7 +248,7 @@ def _write_file(path: Path, data: bytes) -> FileDigest:
     return FileDigest(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -226,12 +262,13 @@ def save_checkpoint(checkpoint: Checkpoint, directory: Path) -> CheckpointMeta:
     if directory.exists():
         raise CheckpointError(f"{directory} already exists; checkpoints are never overwritten")
     staging = directory.with_name(f".{directory.name}{STAGING_MARKER}{uuid.uuid4().hex}")
-    staging.mkdir(parents=True)
     try:
-        meta = _write_parts(checkpoint, staging)
-        _fsync_dir(staging)
-        os.rename(staging, directory)
-        _fsync_dir(directory.parent)
+        with storage_errors(f"a checkpoint to {directory.parent.name}"):
+            staging.mkdir(parents=True)
+            meta = _write_parts(checkpoint, staging)
+            fsync_dir(staging)
+            os.rename(staging, directory)
+            fsync_dir(directory.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -240,11 +277,11 @@ def save_checkpoint(checkpoint: Checkpoint, directory: Path) -> CheckpointMeta:
 
 def _write_parts(checkpoint: Checkpoint, directory: Path) -> CheckpointMeta:
     weights = {k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()}
-    files = {WEIGHTS_FILE: _write_file(directory / WEIGHTS_FILE, safetensors.torch.save(weights))}
+    files = {WEIGHTS_FILE: write_file(directory / WEIGHTS_FILE, safetensors.torch.save(weights))}
     training = checkpoint.training
     if training is not None:
         data = safetensors.torch.save({k: v.contiguous() for k, v in training.tensors().items()})
-        files[TRAINING_FILE] = _write_file(directory / TRAINING_FILE, data)
+        files[TRAINING_FILE] = write_file(directory / TRAINING_FILE, data)
     meta = CheckpointMeta(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -260,7 +297,7 @@ def _write_parts(checkpoint: Checkpoint, directory: Path) -> CheckpointMeta:
         training=training.meta() if training is not None else None,
     )
     # the JSON goes last: it names the hashes of the files written before it
-    _write_file(directory / META_FILE, meta.model_dump_json(indent=2).encode())
+    write_file(directory / META_FILE, meta.model_dump_json(indent=2).encode())
     return meta
 
 
@@ -274,12 +311,30 @@ def read_meta(directory: Path) -> CheckpointMeta:
         size = path.stat().st_size
         if size > MAX_META_BYTES:
             raise CheckpointError(f"{META_FILE} is {size} bytes; the limit is {MAX_META_BYTES}")
-        raw = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise CheckpointError(f"no {META_FILE} in {directory}: not a checkpoint") from exc
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise CheckpointError(f"{META_FILE} is unreadable or not JSON: {exc}") from exc
-    return parse_meta(raw)
+    return parse_meta(parse_json(data, f"{META_FILE} is unreadable or not JSON"))
+
+
+def parse_json(data: bytes, problem: str) -> Any:
+    """``data`` as JSON that can be stored again, or a ``CheckpointError`` naming ``problem``.
+
+    Python's parser takes what no store can write back: lone surrogates ("\\ud800" is
+    not a character of any encoding) and nesting deep enough to exhaust the stack.
+    """
+    try:
+        raw = json.loads(data)
+        json.dumps(raw, ensure_ascii=False).encode()  # a lone surrogate cannot be encoded
+    except UnicodeError as exc:
+        raise CheckpointError(f"{problem}: it holds text that is not valid Unicode") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{problem}: it is nested too deeply") from exc
+    except ValueError as exc:
+        raise CheckpointError(f"{problem}: {exc}") from exc
+    return raw
 
 
 def parse_meta(raw: Any) -> CheckpointMeta:
@@ -318,56 +373,146 @@ def read_tensors(directory: Path, name: str, meta: CheckpointMeta) -> dict[str, 
 
 def parse_tensors(name: str, data: bytes, digest: FileDigest) -> dict[str, torch.Tensor]:
     """Verify ``data`` against its digest, then parse it: the bytes hashed are the bytes read."""
-    if len(data) != digest.size:
-        raise CheckpointError(f"{name} is {len(data)} bytes but {META_FILE} says {digest.size}")
-    if hashlib.sha256(data).hexdigest() != digest.sha256:
-        raise CheckpointError(f"{name} does not match its sha256: the file is corrupted")
+    check_digest(name, FileDigest(sha256=hashlib.sha256(data).hexdigest(), size=len(data)), digest)
     try:
         return safetensors.torch.load(data)
     except Exception as exc:  # safetensors raises its own error type for bad headers
         raise CheckpointError(f"{name} is not a valid safetensors file: {exc}") from exc
 
 
-def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
-    """Every tensor the architecture needs, with its shape, and nothing else."""
-    expected = expected_shapes(config)
-    missing = sorted(expected.keys() - weights.keys())
-    unexpected = sorted(weights.keys() - expected.keys())
+Found = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
+# torch's dtypes as safetensors names them (its header's "dtype"), with their widths
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+WIDTHS = {name: dtype.itemsize for dtype, name in SAFETENSORS_DTYPES.items()}
+MAX_HEADER_BYTES = 1024 * 1024  # charnn's largest model names fewer than 100 tensors
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return SAFETENSORS_DTYPES.get(dtype, str(dtype))
+
+
+def check_fit(config: ModelConfig, found: Found) -> None:
+    """Every tensor the architecture needs, with its shape and dtype, and nothing else.
+
+    The expected shapes are arithmetic on ``config`` (``expected_shapes``): nothing
+    is built, so a small file that declares a huge model costs nothing to refuse.
+    """
+    expected = {
+        k: (shape, dtype_name(dtype)) for k, (shape, dtype) in expected_shapes(config).items()
+    }
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
     wrong = [
-        f"{k} is {tuple(weights[k].shape)}, expected {tuple(shape)}"
-        if weights[k].shape != shape
-        else f"{k} is {weights[k].dtype}, expected {dtype}"
+        f"{k} is {found[k][0]}, expected {shape}"
+        if found[k][0] != shape
+        else f"{k} is {found[k][1]}, expected {dtype}"
         for k, (shape, dtype) in expected.items()
-        if k in weights and (weights[k].shape != shape or weights[k].dtype != dtype)
+        if k in found and found[k] != (shape, dtype)
     ]
     if missing or unexpected or wrong:
         raise CheckpointError(
             "weights do not fit the declared architecture: "
             + "; ".join(
-                [f"missing {missing}"] * bool(missing)
-                + [f"unexpected {unexpected}"] * bool(unexpected)
+                [f"missing {missing[:5]}"] * bool(missing)
+                + [f"unexpected {unexpected[:5]}"] * bool(unexpected)
                 + wrong[:5]
             )
         )
 
 
-def checkpoint_from_bytes(meta_json: bytes, weights: bytes) -> Checkpoint:
-    """Verify an uploaded checkpoint (its JSON and weights file) without touching disk."""
-    if len(meta_json) > MAX_META_BYTES:
-        raise CheckpointError(
-            f"{META_FILE} is {len(meta_json)} bytes; the limit is {MAX_META_BYTES}"
-        )
+def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+    check_fit(config, {k: (tuple(v.shape), dtype_name(v.dtype)) for k, v in weights.items()})
+
+
+Offset = Annotated[StrictInt, Field(ge=0)]  # JSON lists become tuples, "7" stays a string
+
+
+class HeaderEntry(BaseModel):
+    """One tensor in a safetensors header: where its bytes lie after the header."""
+
+    dtype: StrictStr
+    shape: tuple[Offset, ...]
+    data_offsets: tuple[Offset, Offset]
+
+
+HEADER = TypeAdapter(dict[str, HeaderEntry])
+
+
+def read_header(handle: BinaryIO, size: int, name: str) -> tuple[dict[str, HeaderEntry], int]:
+    """The tensor table of a safetensors file of ``size`` bytes, and its data's size.
+
+    The format: an 8-byte little-endian length, that many bytes of JSON, then the
+    data; only the first two are read.
+    """
+    invalid = f"{name} is not a valid safetensors file"
+    length = int.from_bytes(handle.read(8), "little") if size >= 8 else -1
+    if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
+        raise CheckpointError(f"{invalid}: its header length does not fit its {size} bytes")
+    raw = parse_json(handle.read(length), invalid)
+    if isinstance(raw, dict):
+        raw.pop("__metadata__", None)  # free-form strings, unused
     try:
-        raw = json.loads(meta_json)
-    except ValueError as exc:
-        raise CheckpointError(f"{META_FILE} is not JSON: {exc}") from exc
-    meta = parse_meta(raw)
-    digest = meta.files.get(WEIGHTS_FILE)
-    if digest is None:
+        return HEADER.validate_python(raw), size - 8 - length
+    except ValidationError as exc:
+        raise CheckpointError(f"{invalid}: {exc.errors()[0]['msg']}") from exc
+
+
+def check_header(
+    config: ModelConfig, header: dict[str, HeaderEntry], data_size: int, name: str
+) -> None:
+    """The header names the architecture's tensors, and their bytes tile the data exactly."""
+    check_fit(config, {k: (e.shape, e.dtype) for k, e in header.items()})
+    position = 0  # each tensor must start where the one before it ended
+    for key, entry in sorted(header.items(), key=lambda item: item[1].data_offsets):
+        begin, end = entry.data_offsets
+        if begin != position or end - begin != math.prod(entry.shape) * WIDTHS[entry.dtype]:
+            raise CheckpointError(
+                f"{name} is not a valid safetensors file: the bytes {begin}..{end} of "
+                f"{key} are not where a {entry.dtype} tensor of shape {entry.shape} goes"
+            )
+        position = end
+    if position != data_size:
+        raise CheckpointError(
+            f"{name} is not a valid safetensors file: its tensors hold {position} bytes "
+            f"of its {data_size} bytes of data"
+        )
+
+
+def verify_weights_file(config: ModelConfig, path: Path) -> None:
+    """A weights file fits ``config``, by its header alone: no tensor is loaded."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        header, data_size = read_header(handle, size, WEIGHTS_FILE)
+    check_header(config, header, data_size, WEIGHTS_FILE)
+
+
+def parse_upload(meta_json: bytes) -> CheckpointMeta:
+    """The JSON of an uploaded checkpoint, validated; its files are checked later."""
+    meta = parse_meta(parse_json(meta_json, f"{META_FILE} is not JSON"))
+    if WEIGHTS_FILE not in meta.files:
         raise CheckpointError(f"{META_FILE} does not list {WEIGHTS_FILE}")
-    tensors = parse_tensors(WEIGHTS_FILE, weights, digest)
-    check_weights(meta.config, tensors)
-    return _from_meta(meta, tensors, None)
+    return meta
+
+
+def check_digest(name: str, received: FileDigest, declared: FileDigest) -> None:
+    """The bytes received are those the JSON describes."""
+    if received.size != declared.size:
+        raise CheckpointError(
+            f"{name} is {received.size} bytes but {META_FILE} says {declared.size}"
+        )
+    if received.sha256 != declared.sha256:
+        raise CheckpointError(f"{name} does not match its sha256: the file is corrupted")
 
 
 def _from_meta(

@@ -7,7 +7,8 @@
     ├── ConfigurationError       hyperparameters that cannot work together
     ├── TrainingDivergedError    the loss became NaN or infinite
     ├── DeviceUnavailableError   a device was asked for that this machine lacks
-    └── CheckpointError          a checkpoint is missing, corrupted, tampered or foreign
+    ├── CheckpointError          a checkpoint is missing, corrupted, tampered or foreign
+    └── StorageError             a checkpoint cannot be written: no space, read-only, ...
 
 Each message says what was wrong and, where it can, how to fix it; the service
 layer maps them to HTTP responses in one place.
@@ -84,3 +85,7 @@ class DeviceUnavailableError(CharnnError):
 
 class CheckpointError(CharnnError):
     pass
+
+
+class StorageError(CharnnError):
+    """The disk refused a write: full, over quota, read-only or not ours to write."""

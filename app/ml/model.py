@@ -16,6 +16,7 @@ their hidden size equals the output vocabulary size and inputs are one-hot.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -174,37 +175,54 @@ def build_model(config: ModelConfig) -> nn.Module:
     return VARIANTS[config.architecture](config)
 
 
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[torch.Size, torch.dtype]]:
+# The state dict of every variant, by arithmetic: checking an upload against what its
+# JSON declares must not build the model it declares (a 25 KB file can declare gigabytes).
+# tests/ml/test_model.py holds these to the state dicts of built models, variant by variant.
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks stacked in weight_ih / weight_hh
+TensorSpec = tuple[tuple[int, ...], torch.dtype]
+
+
+def recurrent_shapes(
+    prefix: str, cell: str, input_size: int, hidden: int, layers: int, directions: int
+) -> dict[str, TensorSpec]:
+    """The parameters of a fused layer (``layers`` > 0) or of one cell (``layers`` == 0)."""
+    rows = GATES[cell] * hidden  # (G*H): the gates' rows, stacked
+    shapes: dict[str, TensorSpec] = {}
+    for layer in range(max(layers, 1)):
+        width = input_size if layer == 0 else hidden * directions
+        for direction in range(directions):
+            suffix = "" if layers == 0 else f"_l{layer}" + "_reverse" * direction
+            shapes[f"{prefix}.weight_ih{suffix}"] = ((rows, width), torch.float32)
+            shapes[f"{prefix}.weight_hh{suffix}"] = ((rows, hidden), torch.float32)
+            shapes[f"{prefix}.bias_ih{suffix}"] = ((rows,), torch.float32)
+            shapes[f"{prefix}.bias_hh{suffix}"] = ((rows,), torch.float32)
+    return shapes
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, TensorSpec]:
     """Name -> (shape, dtype) of every tensor in the state dict of ``config``'s model."""
-    # built for real on the CPU, under a throwaway seed so the caller's random state is
-    # untouched: meta tensors would route initialisation through torch's compiler stack,
-    # whose first import takes about a second
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(config)
-    return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
-
-
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+    if config.architecture == "rnn_cell":  # RNNCellModel: one cell, hidden = V_out
+        return recurrent_shapes("cell", config.cell, config.input_size, config.output_size, 0, 1)
+    if config.architecture == "rnn":  # OneHotRNN: fused layers, hidden = V_out, one way
+        return recurrent_shapes(
+            "rnn", config.cell, config.input_size, config.output_size, config.num_layers, 1
+        )
+    directions = 2 if config.bidirectional else 1  # EmbeddingRNN
+    return {
+        "embedding.weight": ((config.input_size, config.embedding_size), torch.float32),
+        **recurrent_shapes(
+            "rnn",
+            config.cell,
+            config.embedding_size,
+            config.hidden_size,
+            config.num_layers,
+            directions,
+        ),
+        "head.weight": ((config.output_size, config.hidden_size * directions), torch.float32),
+        "head.bias": ((config.output_size,), torch.float32),
+    }
 
 
 def estimate_parameters(config: ModelConfig) -> int:
     """The parameter count of ``config``'s model, without building it."""
-    gates, directions = GATES[config.cell], 2 if config.bidirectional else 1
-
-    def recurrent(input_size: int, hidden: int, layers: int) -> int:
-        # per layer and direction: weight_ih (G*H, in), weight_hh (G*H, H), two biases (G*H)
-        total = 0
-        for layer in range(layers):
-            width = input_size if layer == 0 else hidden * directions
-            total += directions * gates * hidden * (width + hidden + 2)
-        return total
-
-    if config.architecture == "rnn_cell":
-        return recurrent(config.input_size, config.output_size, 1)
-    if config.architecture == "rnn":
-        return recurrent(config.input_size, config.output_size, config.num_layers)
-    return (
-        config.input_size * config.embedding_size
-        + recurrent(config.embedding_size, config.hidden_size, config.num_layers)
-        + (config.hidden_size * directions + 1) * config.output_size
-    )
+    return sum(math.prod(shape) for shape, _ in expected_shapes(config).values())

@@ -10,10 +10,12 @@ cannot change under it; on PostgreSQL the registry locks what it reads explicitl
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, ExceptionContext, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,14 +37,41 @@ def make_engine(url: str) -> Engine:
             connect_args={"timeout": 30, "check_same_thread": False},
             json_serializer=strict_json,
         )
+        event.listen(engine, "connect", _refuse_read_only)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "handle_error", _reconnect_after_file_errors)
         return engine
     return create_engine(url, pool_pre_ping=True, json_serializer=strict_json)
 
 
 def strict_json(value: Any) -> str:
     return json.dumps(value, allow_nan=False)
+
+
+def _refuse_read_only(dbapi_connection: Any, _record: Any) -> None:
+    """Refuse a connection that SQLite opened read-only because the file is.
+
+    SQLite falls back to reading silently (even with ``mode=rw``), and the pool would
+    keep that connection for good: a registry made writable again would go on refusing
+    writes until a restart. Refused, the connection is tried afresh by the next request.
+    (``access``, not a trial ``open``: closing any descriptor of the file would drop
+    the locks SQLite holds on it through the others, and corrupt it.)
+    """
+    for _, name, path in dbapi_connection.execute("PRAGMA database_list").fetchall():
+        if name == "main" and path and not os.access(path, os.W_OK):
+            raise sqlite3.OperationalError(f"the registry {path} cannot be written")
+
+
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN (primary codes of the extended ones)
+FILE_ERRORS = frozenset({8, 10, 14})
+
+
+def _reconnect_after_file_errors(context: ExceptionContext) -> None:
+    """A connection whose file went away or read-only is dropped, not pooled again."""
+    code = getattr(context.original_exception, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in FILE_ERRORS:
+        context.is_disconnect = True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

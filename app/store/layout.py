@@ -28,6 +28,7 @@ MODEL_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _EPOCH_DIR = re.compile(r"^epoch-(\d{6})$")
+PROBE_BYTES = 4096
 
 
 def new_id() -> str:
@@ -68,6 +69,23 @@ class StoreLayout:
         self.models.mkdir(parents=True, exist_ok=True)
         self.jobs.mkdir(parents=True, exist_ok=True)
 
+    def write_problem(self) -> str | None:
+        """Why a small file cannot be written in the store now; None if it can (blocking).
+
+        Tried for real: permission bits say nothing of a full disk, a quota or a
+        read-only mount. A page is what the smallest checkpoint needs of a full disk.
+        """
+        probe = self.root / f".probe-{new_id()}"
+        try:
+            with probe.open("xb") as handle:
+                handle.write(bytes(PROBE_BYTES))
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
+        finally:
+            with suppress(OSError):
+                probe.unlink()
+        return None
+
     # --- published versions --------------------------------------------------------------
 
     def model_dir(self, name: str) -> Path:
@@ -75,6 +93,34 @@ class StoreLayout:
 
     def version_dir(self, name: str, directory: str) -> Path:
         return self.model_dir(name) / _checked(directory, _HEX_ID, "version directory")
+
+    def new_staging(self, name: str) -> tuple[str, Path]:
+        """A new version's directory name, and its staging directory, created empty.
+
+        The model's directory is created too if need be; a concurrent ``discard`` of
+        another version may remove it in between, hence the second try.
+        """
+        directory = new_id()
+        final = self.version_dir(name, directory)
+        staging = final.with_name(f".{directory}{STAGING_MARKER}{new_id()}")
+        for tries_left in (1, 0):
+            try:
+                staging.mkdir(parents=True)
+                break
+            except FileNotFoundError:
+                if not tries_left:
+                    raise
+        return directory, staging
+
+    def discard(self, path: Path) -> None:
+        """Remove a checkpoint directory, whole or half-written, and its parent if empty.
+
+        A failed write leaves no trace: not even the empty directory of a model that
+        has no version yet.
+        """
+        shutil.rmtree(path, ignore_errors=True)
+        with suppress(OSError):  # not empty: other versions, or one on its way
+            path.parent.rmdir()
 
     # --- job checkpoints -----------------------------------------------------------------
 

@@ -2,15 +2,23 @@
 
 A version becomes visible only when its row is committed, and the row is written
 only after the directory it names is complete and loads back. A crash before the
-commit leaves an unnamed directory behind, never a version without files.
+commit leaves an unnamed directory behind, never a version without files; a failure
+leaves nothing, not even the empty directory of a model that had no version yet.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from app.ml.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint, read_meta, save_checkpoint
+from app.ml.checkpoint import (
+    WEIGHTS_FILE,
+    Checkpoint,
+    CheckpointMeta,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from app.ml.model import estimate_parameters
 from app.store.layout import StoreLayout, new_id
 from app.store.registry import NewVersion, Registry
 from app.store.tables import VersionRow
@@ -27,27 +35,26 @@ def publish_checkpoint(
 ) -> VersionRow:
     directory = new_id()
     path = layout.version_dir(model_name, directory)
-    save_checkpoint(checkpoint, path)
     try:
-        published = load_checkpoint(path)  # proves the files on disk are whole
-        return registry.publish_version(
-            model_name, describe_version(path, directory, published), job_id=job_id, owner=owner
-        )
+        save_checkpoint(checkpoint, path)
+        load_checkpoint(path)  # proves the files on disk are whole
+        new = describe_version(path, directory, read_meta(path))
+        return registry.publish_version(model_name, new, job_id=job_id, owner=owner)
     except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
+        layout.discard(path)
         raise
 
 
-def describe_version(path: Path, directory: str, checkpoint: Checkpoint) -> NewVersion:
+def describe_version(path: Path, directory: str, meta: CheckpointMeta) -> NewVersion:
     return NewVersion(
         directory=directory,
-        task=checkpoint.task,
-        config=checkpoint.config.model_dump(mode="json"),
-        hyperparameters=checkpoint.hyperparameters.model_dump(mode="json"),
-        vocab=checkpoint.vocab.model_dump(mode="json"),
-        metrics=checkpoint.history[-1].model_dump(mode="json") if checkpoint.history else None,
-        epochs=checkpoint.epoch,
-        parameters=sum(t.numel() for t in checkpoint.weights.values()),
+        task=meta.task,
+        config=meta.config.model_dump(mode="json"),
+        hyperparameters=meta.hyperparameters.model_dump(mode="json"),
+        vocab=meta.vocab.model_dump(mode="json"),
+        metrics=meta.history[-1].model_dump(mode="json") if meta.history else None,
+        epochs=meta.epoch,
+        parameters=estimate_parameters(meta.config),
         size_bytes=sum(f.stat().st_size for f in path.iterdir()),
-        sha256=read_meta(path).files[WEIGHTS_FILE].sha256,
+        sha256=meta.files[WEIGHTS_FILE].sha256,
     )

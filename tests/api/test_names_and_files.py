@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+import safetensors.torch
 import torch
 from fastapi.testclient import TestClient
 
@@ -309,6 +310,22 @@ def wider(meta: bytes) -> bytes:
     return json.dumps(raw).encode()
 
 
+def edited(meta: bytes, *keys_then_value: Any) -> bytes:
+    raw = json.loads(meta)
+    *parents, last, value = keys_then_value
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return json.dumps(raw).encode()  # "\ud800" escaped, as any JSON encoder writes it
+
+
+def as_float64(weights: bytes) -> bytes:
+    return safetensors.torch.save(
+        {k: v.double() for k, v in safetensors.torch.load(weights).items()}
+    )
+
+
 def flipped(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 0xFF])
 
@@ -329,9 +346,14 @@ def torch_file_as_weights(
 
 
 BAD_IMPORTS: dict[str, tuple[BadImport, str]] = {
-    "pickle as weights": (pickle_as_weights, "weights.safetensors is not a valid safetensors file"),
+    # (a file of another size than the declared model's tensors is refused before it is read)
+    "pickle as weights": (pickle_as_weights, "weights do not fit the declared architecture"),
     "torch.save file as weights": (
         torch_file_as_weights,
+        "weights do not fit the declared architecture",
+    ),
+    "bytes of the right size that are not safetensors": (
+        lambda m, w, fox, marker: (rehashed(m, bytes(len(w))), bytes(len(w))),
         "weights.safetensors is not a valid safetensors file",
     ),
     "pickle as checkpoint.json": (
@@ -357,6 +379,22 @@ BAD_IMPORTS: dict[str, tuple[BadImport, str]] = {
     "an empty weights file": (
         lambda m, w, fox, marker: (m, b""),
         "weights.safetensors is 0 bytes",
+    ),
+    "a character that is not Unicode text": (
+        lambda m, w, fox, marker: (edited(m, "vocab", "output", 0, "\ud800"), w),
+        "checkpoint.json is not JSON: it holds text that is not valid Unicode",
+    ),
+    "a deeply nested checkpoint.json": (
+        lambda m, w, fox, marker: (b"[" * 100_000 + b"]" * 100_000, w),
+        "checkpoint.json is not JSON: it is nested too deeply",
+    ),
+    "a config that its hyperparameters do not give": (
+        lambda m, w, fox, marker: (edited(m, "config", "hidden_size", 4096), w),
+        "checkpoint.json's config does not follow from its hyperparameters and vocabularies",
+    ),
+    "float64 weights": (
+        lambda m, w, fox, marker: (rehashed(m, as_float64(w)), as_float64(w)),
+        "weights do not fit the declared architecture: ",
     ),
 }
 
@@ -389,44 +427,146 @@ def test_a_bad_checkpoint_is_refused_before_anything_is_written(
     assert list((store_dir / "models").iterdir()) == []  # not even a staging directory
 
 
-def without_history(meta: bytes) -> bytes:
-    """The same checkpoint, its JSON shorter than its weights (still valid)."""
-    raw = json.loads(meta)
-    raw["history"] = []
-    return json.dumps(raw).encode()
-
-
-@pytest.mark.parametrize("field", ["checkpoint", "weights"])
-def test_an_import_over_the_size_limit_names_the_limit_and_its_setting(
+@pytest.mark.parametrize(
+    ("field", "setting"), [("checkpoint", "max_import_meta_bytes"), ("weights", "max_import_bytes")]
+)
+def test_an_import_over_a_file_limit_is_refused_with_413_naming_the_setting(
     make_settings: Callable[..., Settings],
     hello_model: Checkpoint,
     store_dir: Path,
     tmp_path: Path,
     field: str,
+    setting: str,
 ) -> None:
     meta, weights = checkpoint_files(hello_model, tmp_path / "export")
-    if field == "weights":
-        meta = without_history(meta)
-    limit = max(1024, len(meta) if field == "weights" else len(weights))
-    assert len(meta if field == "checkpoint" else weights) > limit
+    limit = 1024  # the least either setting takes
+    assert min(len(meta), len(weights)) > limit
     body, content_type = multipart(meta, weights)
 
-    with TestClient(create_app(make_settings(max_import_bytes=limit))) as client:
+    with TestClient(create_app(make_settings(**{setting: limit}))) as client:
         response = client.post(
             "/models/hello/versions", content=body, headers={"content-type": content_type}
         )
         listed = client.get("/models").json()
 
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": f"{field}: more than {limit} bytes uploaded "
+        f"(limit set by CHARNN_{setting.upper()})"
+    }
+    assert listed == []
+    assert list((store_dir / "models").iterdir()) == []
+
+
+def test_an_import_is_held_to_the_limits_of_training(
+    make_settings: Callable[..., Settings],
+    hello_model: Checkpoint,
+    store_dir: Path,
+    tmp_path: Path,
+) -> None:
+    meta, weights = checkpoint_files(hello_model, tmp_path / "export")  # 2 layers
+    body, content_type = multipart(meta, weights)
+
+    with TestClient(create_app(make_settings(max_num_layers=1))) as client:
+        response = client.post(
+            "/models/hello/versions", content=body, headers={"content-type": content_type}
+        )
+
     assert response.status_code == 422
     assert response.json()["detail"] == [
         {
-            "loc": ["body", field],
-            "msg": f"{field}: more than {limit} bytes uploaded "
-            "(limit set by CHARNN_MAX_IMPORT_BYTES)",
+            "loc": ["body", "checkpoint", "config", "num_layers"],
+            "msg": "checkpoint.config.num_layers: 2, at most 1 allowed "
+            "(limit set by CHARNN_MAX_NUM_LAYERS)",
             "type": "limit_exceeded",
         }
     ]
-    assert listed == []
+    assert list((store_dir / "models").iterdir()) == []
+
+
+def with_part(body: bytes, content_type: str, name: str) -> bytes:
+    """``body`` with one more part, ``name``, before its closing boundary."""
+    boundary = content_type.partition("boundary=")[2].encode()
+    closing = b"--" + boundary + b"--\r\n"
+    extra = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name.encode()
+    return body.removesuffix(closing) + extra + b'"\r\n\r\nx\r\n' + closing
+
+
+MALFORMED: dict[str, tuple[Callable[[bytes, str], tuple[bytes, str]], int, Any]] = {
+    "JSON instead of multipart": (
+        lambda body, kind: (b'{"checkpoint": "x"}', "application/json"),
+        415,
+        "send the files checkpoint, weights as multipart/form-data",
+    ),
+    "no boundary": (
+        lambda body, kind: (body, "multipart/form-data"),
+        400,
+        "invalid multipart body: no boundary in its Content-Type",
+    ),
+    "a body cut short": (
+        lambda body, kind: (body[: len(body) // 2], kind),
+        400,
+        "invalid multipart body: it ends inside a part",
+    ),
+    "the checkpoint twice": (
+        lambda body, kind: (body.replace(b'name="weights"', b'name="checkpoint"'), kind),
+        422,
+        [
+            {
+                "type": "invalid_request",
+                "loc": ["body", "checkpoint"],
+                "msg": "checkpoint: sent twice",
+                "input": None,
+            }
+        ],
+    ),
+    "a third part": (
+        lambda body, kind: (with_part(body, kind, "script"), kind),
+        422,
+        [
+            {
+                "type": "extra_forbidden",
+                "loc": ["body", "script"],
+                "msg": "Extra inputs are not permitted",
+                "input": None,
+            }
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("malform", "status", "detail"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_an_import_that_is_not_two_files_in_multipart_is_refused(
+    client: TestClient,
+    hello_model: Checkpoint,
+    store_dir: Path,
+    tmp_path: Path,
+    malform: Callable[[bytes, str], tuple[bytes, str]],
+    status: int,
+    detail: Any,
+) -> None:
+    meta, weights = checkpoint_files(hello_model, tmp_path / "export")
+    body, content_type = malform(*multipart(meta, weights))
+
+    response = client.post(
+        "/models/hello/versions", content=body, headers={"content-type": content_type}
+    )
+
+    assert (response.status_code, response.json()["detail"]) == (status, detail)
+    assert list((store_dir / "models").iterdir()) == []
+
+
+def test_an_import_without_one_of_its_files_names_it(
+    client: TestClient, hello_model: Checkpoint, store_dir: Path, tmp_path: Path
+) -> None:
+    meta, _ = checkpoint_files(hello_model, tmp_path / "export")
+
+    response = client.post("/models/hello/versions", files={"checkpoint": ("c.json", meta)})
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"type": "missing", "loc": ["body", "weights"], "msg": "Field required", "input": None}
+    ]
     assert list((store_dir / "models").iterdir()) == []
 
 

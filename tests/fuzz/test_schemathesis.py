@@ -81,7 +81,8 @@ def test_schemathesis_finds_no_failure(start_server: Callable[..., Any], keyed: 
     for body in MODELS:
         response = server.http.post("/train", json=body)
         assert response.status_code == 202, response.text
-        assert server.wait_for_job(response.json()["id"])["status"] == "succeeded"
+        job = server.wait_for_job(response.json()["id"])
+        assert job["status"] == "succeeded", job["error"]
 
     ARTIFACTS.mkdir(exist_ok=True)
     command = schemathesis_command(server.base_url, "admin-key" if keyed else "no-key", headers)

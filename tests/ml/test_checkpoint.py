@@ -23,11 +23,13 @@ from app.ml.checkpoint import (
     load_checkpoint,
     read_meta,
     save_checkpoint,
+    verify_weights_file,
 )
 from app.ml.data import pairs_dataset
 from app.ml.errors import CheckpointError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Predictor
+from app.ml.model import estimate_parameters
 from app.ml.train import TrainingSession, train
 
 CPU = torch.device("cpu")
@@ -146,6 +148,14 @@ TAMPERINGS: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda d: (d / META_FILE).write_text("{'format':"),
         r"checkpoint.json is unreadable or not JSON",
     ),
+    "lone-surrogate-in-vocabulary": (  # JSON can escape it; no text can hold it
+        lambda d: edit_meta(d, lambda m: set_in(m, "vocab", "output", 0, "\ud800")),
+        r"checkpoint.json is unreadable or not JSON: it holds text that is not valid Unicode",
+    ),
+    "deeply-nested-json": (
+        lambda d: (d / META_FILE).write_text("[" * 100_000 + "]" * 100_000),
+        r"checkpoint.json is unreadable or not JSON: it is nested too deeply",
+    ),
     "invalid-vocabulary": (
         lambda d: edit_meta(d, lambda m: set_in(m, "vocab", "output", ["h", "h", "o"])),
         r"checkpoint.json does not describe a valid model: vocab.output: .*repeated",
@@ -211,3 +221,90 @@ def test_a_failed_save_leaves_nothing_behind(checkpoint: Checkpoint, tmp_path: P
         save_checkpoint(impossible, tmp_path / "ckpt")
 
     assert list(tmp_path.iterdir()) == []
+
+
+# --- weights checked by their header alone -------------------------------------------------
+
+
+def with_header(header: dict[str, Any], data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+def header_of(path: Path) -> tuple[dict[str, Any], bytes]:
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + length]), data[8 + length :]
+
+
+def shifted(header: dict[str, Any], name: str, by: int) -> dict[str, Any]:
+    begin, end = header[name]["data_offsets"]
+    header[name]["data_offsets"] = [begin + by, end + by]
+    return header
+
+
+HEADER_TAMPERINGS: dict[str, tuple[Callable[[dict[str, Any], bytes], bytes], str]] = {
+    "empty": (lambda h, d: b"", r"its header length does not fit its 0 bytes"),
+    "a length past the end": (
+        lambda h, d: (10**9).to_bytes(8, "little") + d,
+        r"its header length does not fit",
+    ),
+    "a header that is not JSON": (
+        lambda h, d: (5).to_bytes(8, "little") + b"{'a':" + d,
+        r"not a valid safetensors file: Expecting property name",
+    ),
+    "a deeply nested header": (
+        lambda h, d: (200_000).to_bytes(8, "little") + b"[" * 100_000 + b"]" * 100_000 + d,
+        r"not a valid safetensors file: it is nested too deeply",
+    ),
+    "a list for a tensor": (
+        lambda h, d: with_header({**h, "head.bias": [1, 2]}, d),
+        r"not a valid safetensors file: Input should be a valid dictionary",
+    ),
+    "a shape of strings": (
+        lambda h, d: with_header({**h, "head.bias": {**h["head.bias"], "shape": ["3"]}}, d),
+        r"not a valid safetensors file: Input should be a valid integer",
+    ),
+    "bytes after the tensors": (
+        lambda h, d: with_header(h, d + bytes(4)),
+        r"its tensors hold \d+ bytes of its \d+ bytes of data",
+    ),
+    "a tensor moved over another": (
+        lambda h, d: with_header(shifted(h, "head.bias", -4), d),
+        r"the bytes \d+\.\.\d+ of \S+ are not where a F32 tensor of shape \(\d+,\) goes",
+    ),
+    "float64 tensors": (
+        lambda h, d: with_header({**h, "head.bias": {**h["head.bias"], "dtype": "F64"}}, d),
+        r"head.bias is F64, expected F32",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"), HEADER_TAMPERINGS.values(), ids=HEADER_TAMPERINGS.keys()
+)
+def test_weights_are_verified_by_their_header(
+    saved: Path,
+    checkpoint: Checkpoint,
+    tamper: Callable[[dict[str, Any], bytes], bytes],
+    message: str,
+) -> None:
+    verify_weights_file(checkpoint.config, saved / WEIGHTS_FILE)  # the header of a true file fits
+    header, data = header_of(saved / WEIGHTS_FILE)
+    (saved / WEIGHTS_FILE).write_bytes(tamper(header, data))
+
+    with pytest.raises(CheckpointError, match=message):
+        verify_weights_file(checkpoint.config, saved / WEIGHTS_FILE)
+
+
+def test_a_small_file_declaring_a_huge_model_is_refused_by_arithmetic(
+    saved: Path, checkpoint: Checkpoint
+) -> None:
+    # about 3 billion parameters, 12 GB of float32 had it been built
+    huge = checkpoint.config.model_copy(
+        update={"cell": "lstm", "hidden_size": 4096, "num_layers": 8, "bidirectional": True}
+    )
+
+    with pytest.raises(CheckpointError, match=r"missing \['rnn.bias_hh_l0_reverse'"):
+        verify_weights_file(huge, saved / WEIGHTS_FILE)
+    assert estimate_parameters(huge) > 2_900_000_000

@@ -10,7 +10,7 @@ from torch.nn import functional
 
 from app.ml.data import pad
 from app.ml.hyperparameters import Hyperparameters
-from app.ml.model import ModelConfig, build_model
+from app.ml.model import ModelConfig, build_model, estimate_parameters, expected_shapes
 from app.ml.vocab import Vocab
 
 VOCAB = Vocab(input=list("abcdef"), output=list("xyz"))
@@ -98,3 +98,42 @@ def test_a_padded_batch_matches_its_sequences_one_by_one(hyperparameters: dict[s
             functional.cross_entropy(alone[0], torch.tensor(targets), reduction="sum"),
             atol=1e-6,
         )
+
+
+VARIANTS = [
+    pytest.param(
+        architecture,
+        cell,
+        layers,
+        bidirectional,
+        id=f"{architecture}-{cell}-{layers}" + "-bi" * bidirectional,
+    )
+    for architecture in ("rnn_cell", "rnn", "embedding_rnn")
+    for cell in ("rnn", "gru", "lstm")
+    for layers in (1, 3)
+    for bidirectional in ((False, True) if architecture == "embedding_rnn" else (False,))
+    if not (architecture == "rnn_cell" and layers > 1)
+]
+
+
+@pytest.mark.parametrize(("architecture", "cell", "layers", "bidirectional"), VARIANTS)
+def test_the_arithmetic_shapes_are_those_of_the_built_model(
+    architecture: str, cell: str, layers: int, bidirectional: bool
+) -> None:
+    config = ModelConfig(
+        architecture=architecture,  # type: ignore[arg-type]
+        cell=cell,  # type: ignore[arg-type]
+        input_size=5,
+        output_size=7,
+        embedding_size=11,
+        hidden_size=13,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        dropout=0.0,
+    )
+    built = build_model(config).state_dict()
+
+    assert expected_shapes(config) == {
+        name: (tuple(tensor.shape), tensor.dtype) for name, tensor in built.items()
+    }
+    assert estimate_parameters(config) == sum(t.numel() for t in built.values())

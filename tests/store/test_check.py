@@ -29,6 +29,7 @@ from app.ml.checkpoint import (
     WEIGHTS_FILE,
     Checkpoint,
     load_checkpoint,
+    read_meta,
     save_checkpoint,
 )
 from app.settings import Settings, get_settings
@@ -319,7 +320,7 @@ def test_a_version_published_after_the_check_is_kept(
     assert [f.kind for f in report.problems] == [Kind.ORPHAN]
 
     registry.publish_version(  # the commit that ends its publish
-        "hello", describe_version(in_flight, in_flight.name, load_checkpoint(in_flight))
+        "hello", describe_version(in_flight, in_flight.name, read_meta(in_flight))
     )
     done = repair_store(registry, layout, report)
 

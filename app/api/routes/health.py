@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,8 +29,8 @@ def readyz(services: ServicesDep) -> Health | JSONResponse:
         checks["registry"] = "ok"
     except Exception as exc:
         checks["registry"] = f"unreachable: {type(exc).__name__}"
-    store = services.layout.root
-    checks["store"] = "ok" if os.access(store, os.W_OK) else f"not writable: {store}"
+    problem = services.layout.write_problem()  # a plain def: off the event loop
+    checks["store"] = f"not writable: {services.layout.root}: {problem}" if problem else "ok"
     checks["runner"] = "ok" if services.runner.is_alive() else "stopped"
     ready = all(v == "ok" for v in checks.values())
     health = Health(status="ready" if ready else "unavailable", checks=checks)

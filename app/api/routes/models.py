@@ -5,14 +5,15 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Path, UploadFile, status
+import anyio
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import AdminAccess, ReadAccess
 from app.api.deps import ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
-from app.errors import LimitExceededError
+from app.api.uploads import multipart_body, receive_parts
 from app.jobs.spec import ModelName
 from app.ml.checkpoint import META_FILE, WEIGHTS_FILE
 from app.ml.errors import CheckpointError
@@ -25,7 +26,7 @@ from app.schemas import (
     model_summary,
     version_public,
 )
-from app.store.imports import import_checkpoint
+from app.store.imports import ImportUpload
 
 router = APIRouter(
     prefix="/models",
@@ -39,7 +40,6 @@ BUSY = error_responses(404, 409)
 NamePath = Annotated[ModelName, Path(description="The model's name.")]
 VersionPath = Annotated[int, Path(ge=1, le=VERSION_MAX, description="Version number, from 1.")]
 CheckpointFile = Literal["checkpoint.json", "weights.safetensors"]
-UPLOAD_CHUNK = 1024 * 1024
 
 
 @router.get("", response_model=list[ModelSummary])
@@ -113,17 +113,10 @@ def download_file(
     return FileResponse(path, media_type=media, filename=f"{name}-v{version}-{filename}")
 
 
-async def read_limited(upload: UploadFile, field: str, limit: int) -> bytes:
-    """Read an upload, refusing it as soon as it passes ``limit`` bytes."""
-    chunks, size = [], 0
-    while chunk := await upload.read(UPLOAD_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceededError(
-                field, f"more than {limit} bytes uploaded", "CHARNN_MAX_IMPORT_BYTES"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+IMPORT_FILES = {
+    "checkpoint": f"The version's {META_FILE}.",
+    "weights": f"The version's {WEIGHTS_FILE}.",
+}
 
 
 @router.post(
@@ -131,19 +124,17 @@ async def read_limited(upload: UploadFile, field: str, limit: int) -> bytes:
     status_code=status.HTTP_201_CREATED,
     response_model=VersionPublic,
     dependencies=[AdminAccess],
-    responses=error_responses(400),
+    responses=error_responses(400, 415, 429, 507),
+    openapi_extra=multipart_body(IMPORT_FILES),
 )
-async def import_version(
-    name: NamePath,
-    services: ServicesDep,
-    checkpoint: Annotated[UploadFile, File(description=f"The version's {META_FILE}.")],
-    weights: Annotated[UploadFile, File(description=f"The version's {WEIGHTS_FILE}.")],
-) -> VersionPublic:
+async def import_version(name: NamePath, request: Request, services: ServicesDep) -> VersionPublic:
     """Import a checkpoint (downloaded from a charnn) as the next version of a model."""
-    limit = services.settings.max_import_bytes
-    meta_json = await read_limited(checkpoint, "checkpoint", limit)
-    weights_bytes = await read_limited(weights, "weights", limit)
-    row = await run_in_threadpool(
-        import_checkpoint, services.registry, services.layout, name, meta_json, weights_bytes
-    )
+    with services.imports.slot():  # 429 before a byte of the body is read
+        upload = await run_in_threadpool(ImportUpload, services.layout, name, services.settings)
+        try:
+            await receive_parts(request, upload.files)
+            row = await run_in_threadpool(upload.publish, services.registry)
+        finally:
+            with anyio.CancelScope(shield=True):  # a client gone away leaves no files either
+                await run_in_threadpool(upload.discard)
     return version_public(name, row)
