@@ -85,7 +85,8 @@ def test_20_concurrent_imports_get_20_consecutive_versions(
     database: dict[str, str],
     checkpoint_files: dict[str, bytes],
 ) -> None:
-    server = start_server(**database)
+    # all of them admitted at once (CHARNN_MAX_CONCURRENT_IMPORTS), all racing for a number
+    server = start_server(max_concurrent_imports=IMPORTS, **database)
 
     responses = all_at_once(
         IMPORTS,

@@ -38,7 +38,7 @@ async def api(
     app = create_app(make_settings())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://charnn.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
 
 
@@ -128,7 +128,7 @@ async def test_requests_that_find_the_version_expired_share_one_lookup(
 
         event.listen(app.state.services.registry.engine, "before_cursor_execute", slow_model_lookup)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://charnn.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             answers = await asyncio.gather(*(predict(client, "hello") for _ in range(32)))
 
     assert {status for status, _ in answers} == {200}
