@@ -17,6 +17,7 @@ from app.api.deps import Services
 from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.fast_predict import FastPredict
+from app.api.job_events import JobEvents
 from app.api.limits import BodySizeLimit, RateLimiter
 from app.api.observability import (
     Metrics,
@@ -54,6 +55,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         serving=Serving(settings, registry, cache, on_batch=metrics.batch_size.observe),
         metrics=metrics,
         limiter=RateLimiter(settings.predict_rate_per_key),
+        events=JobEvents(registry, settings.event_poll_seconds, settings.max_event_streams),
     )
 
 
@@ -93,9 +95,12 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
                 services.registry.jobs_by_status,
                 services.registry.recent_epoch_seconds,
                 lambda: len(services.cache),
+                lambda: services.registry.statements.count,
+                lambda: len(services.events.followers),
             )
         )
         services.runner.start()
+        release_signals = services.events.close_on_exit_signals()
         app.fast_predict = FastPredict(
             partial(FastAPI.__call__, app),  # the full stack, ending in the /predict route
             services,
@@ -110,6 +115,8 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         try:
             yield
         finally:
+            services.events.close()
+            release_signals()
             app.fast_predict = None
             services.runner.stop()
             services.serving.close()

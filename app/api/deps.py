@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.job_events import JobEvents
 from app.api.limits import RateLimiter
 from app.api.observability import Metrics
 from app.jobs.runner import JobRunner
@@ -30,6 +31,7 @@ class Services:
     serving: Serving
     metrics: Metrics
     limiter: RateLimiter
+    events: JobEvents
 
 
 def services_of(request: Request) -> Services:
@@ -49,4 +51,11 @@ def get_job(job_id: str, services: ServicesDep) -> JobRow:
     return services.registry.get_job(job_id)
 
 
+def known_job(job_id: str, services: ServicesDep) -> str:
+    """The id of a job that exists, found by its few state columns (not its data)."""
+    services.registry.job_state(job_id)
+    return job_id
+
+
 JobDep = Annotated[JobRow, Depends(get_job)]
+KnownJobDep = Annotated[str, Depends(known_job)]

@@ -9,13 +9,14 @@ owner token; a worker whose lease was taken away can no longer write.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Engine, func, select, text, update
+from sqlalchemy import CursorResult, Engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -67,9 +68,34 @@ class JobControl:
     cancel_requested: bool
 
 
+@dataclass(frozen=True)
+class JobState:
+    """The few columns of a job whose change a follower hears about (``Registry.job_state``)."""
+
+    status: JobStatus
+    epoch: int
+    attempts: int
+    failures: int
+    cancel_requested: bool
+
+
+class StatementCounter:
+    """SQL statements an engine has sent: what reading the registry costs (``/metrics``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+
 class Registry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.statements = StatementCounter(engine)
         self._sessions: sessionmaker[Session] = make_sessions(engine)
 
     @classmethod
@@ -126,9 +152,11 @@ class Registry:
             session.add(job)
         return job
 
-    def get_job(self, job_id: str) -> JobRow:
+    def get_job(self, job_id: str, *, history: bool = False) -> JobRow:
+        """A job; its per-epoch ``history`` is loaded only when asked for (it may be long)."""
+        options = [selectinload(JobRow.history)] if history else []
         with self._sessions() as session:
-            job = session.get(JobRow, job_id, options=[selectinload(JobRow.history)])
+            job = session.get(JobRow, job_id, options=options)
             if job is None:
                 raise NotFoundError(f"job {job_id!r} does not exist")
             return job
@@ -140,21 +168,73 @@ class Registry:
         model_name: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        history: bool = False,
     ) -> tuple[list[JobRow], int]:
         query = select(JobRow)
         if status is not None:
             query = query.where(JobRow.status == status)
         if model_name is not None:
             query = query.where(JobRow.model_name == model_name)
+        if history:
+            query = query.options(selectinload(JobRow.history))
         with self._sessions() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.scalars(
-                query.options(selectinload(JobRow.history))
-                .order_by(JobRow.created_at.desc(), JobRow.id)
-                .limit(limit)
-                .offset(offset)
+                query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
             ).all()
             return list(rows), total
+
+    def job_state(self, job_id: str) -> JobState:
+        """Five small columns of a job: what a follower polls (never its data or history)."""
+        query = select(
+            JobRow.status, JobRow.epoch, JobRow.attempts, JobRow.failures, JobRow.cancel_requested
+        ).where(JobRow.id == job_id)
+        with self._sessions() as session:
+            row = session.execute(query).one_or_none()
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} does not exist")
+        status, epoch, attempts, failures, cancel_requested = row
+        return JobState(JobStatus(status), epoch, attempts, failures, cancel_requested)
+
+    def job_epochs(
+        self, job_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[EpochRow]:
+        """A job's epochs numbered above ``after``, in order, at most ``limit`` of them."""
+        query = (
+            select(EpochRow)
+            .where(EpochRow.job_id == job_id, EpochRow.epoch > after)
+            .order_by(EpochRow.epoch)
+            .limit(limit)
+        )
+        with self._sessions() as session:
+            return list(session.scalars(query).all())
+
+    def recent_epoch_seconds_of(
+        self, job_ids: Collection[str], last: int = 5
+    ) -> dict[str, list[float]]:
+        """Durations of the last ``last`` epochs of each job (for ETAs), in one query."""
+        if not job_ids:
+            return {}
+        rank = (
+            func.row_number()
+            .over(partition_by=EpochRow.job_id, order_by=EpochRow.epoch.desc())
+            .label("rank")
+        )
+        ranked = (
+            select(EpochRow.job_id, EpochRow.metrics, rank)
+            .where(EpochRow.job_id.in_(list(job_ids)))
+            .subquery()
+        )
+        query = (
+            select(ranked.c.job_id, ranked.c.metrics)
+            .where(ranked.c.rank <= last)
+            .order_by(ranked.c.job_id, ranked.c.rank)
+        )
+        found: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
+        with self._sessions() as session:
+            for job_id, metrics in session.execute(query):
+                found[job_id].append(float(metrics["seconds"]))
+        return found
 
     def jobs_by_status(self) -> dict[str, int]:
         with self._sessions() as session:
