@@ -174,6 +174,23 @@ def publish(store_dir: Path) -> Callable[[str, Checkpoint], int]:
     return lambda model_name, checkpoint: publish_to(store_dir, model_name, checkpoint)
 
 
+def epoch_metrics(epoch: int, sample: str = "hello") -> dict[str, Any]:
+    """What a worker records for an epoch (``Registry.record_epoch``), for written histories."""
+    return {
+        "epoch": epoch,
+        "loss": 1.0 / epoch,
+        "train_char_accuracy": 0.5,
+        "train_seq_accuracy": 0.0,
+        "val_loss": None,
+        "val_char_accuracy": None,
+        "val_seq_accuracy": None,
+        "seconds": 0.25,
+        "characters": 5,
+        "sample_input": sample,
+        "sample_prediction": sample[::-1],
+    }
+
+
 # --- waiting on jobs ------------------------------------------------------------------------
 
 

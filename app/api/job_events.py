@@ -40,7 +40,7 @@ log = logging.getLogger("charnn.events")
 
 KEEPALIVE_SECONDS = 15.0
 QUEUE_SIZE = 256  # events a follower may lag behind the feed before it is dropped
-PAGE_SIZE = 500  # epochs read at once, for a backlog or one poll
+PAGE_SIZE = 100  # epochs read at once, for a backlog or one poll
 KEEP_ALIVE = ": keep-alive\n\n"
 
 
@@ -59,6 +59,16 @@ class Event:
 
 def epoch_event(row: EpochRow) -> Event:
     return Event("epoch", epoch_public(row).model_dump_json(), epoch=row.epoch)
+
+
+def epoch_events(registry: Registry, job_id: str, after: int) -> list[Event]:
+    """The next page of a job's epochs after ``after``: blocking, for the thread pool."""
+    return [epoch_event(row) for row in registry.job_epochs(job_id, after=after, limit=PAGE_SIZE)]
+
+
+def encoded_epochs(registry: Registry, job_id: str, after: int) -> tuple[list[Event], str]:
+    events = epoch_events(registry, job_id, after)
+    return events, "".join(event.encode() for event in events)
 
 
 def job_event(registry: Registry, job_id: str, name: str = "job") -> Event:
@@ -126,14 +136,12 @@ class JobFeed:
             return state
         after = before.epoch
         while state.epoch > after:
-            rows = await run_in_threadpool(
-                self.registry.job_epochs, self.job_id, after=after, limit=PAGE_SIZE
-            )
-            for row in rows:
-                self.publish(epoch_event(row))
-            if len(rows) < PAGE_SIZE:
+            events = await run_in_threadpool(epoch_events, self.registry, self.job_id, after)
+            for event in events:
+                self.publish(event)
+            if len(events) < PAGE_SIZE:
                 break
-            after = rows[-1].epoch
+            after = events[-1].epoch or after
         changed = (state.status, state.attempts, state.failures, state.cancel_requested) != (
             before.status,
             before.attempts,
@@ -213,13 +221,14 @@ class JobEvents:
 
     async def _backlog(self, job_id: str, follower: Follower) -> AsyncIterator[str]:
         while not self.closing:
-            rows = await run_in_threadpool(
-                self.registry.job_epochs, job_id, after=follower.last_epoch, limit=PAGE_SIZE
+            # read and encoded in the thread pool: a page of 500 events costs milliseconds
+            events, text = await run_in_threadpool(
+                encoded_epochs, self.registry, job_id, follower.last_epoch
             )
-            if rows:
-                follower.last_epoch = rows[-1].epoch
-                yield "".join(epoch_event(row).encode() for row in rows)
-            if len(rows) < PAGE_SIZE:
+            if events:
+                follower.last_epoch = events[-1].epoch or follower.last_epoch
+                yield text
+            if len(events) < PAGE_SIZE:
                 return
 
     async def _live(self, follower: Follower) -> AsyncIterator[str]:

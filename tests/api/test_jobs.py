@@ -18,6 +18,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.tables import JobStatus
+from tests.conftest import epoch_metrics
 
 Job = dict[str, Any]
 
@@ -187,22 +188,6 @@ def record_job(client: TestClient, body: Job, epochs: int, *, end: bool = True) 
     if end:
         registry.finish_job(job_id, "test-writer", JobStatus.FAILED, "stopped by the test")
     return job_id
-
-
-def epoch_metrics(epoch: int) -> dict[str, Any]:
-    return {
-        "epoch": epoch,
-        "loss": 1.0 / epoch,
-        "train_char_accuracy": 0.5,
-        "train_seq_accuracy": 0.0,
-        "val_loss": None,
-        "val_char_accuracy": None,
-        "val_seq_accuracy": None,
-        "seconds": 0.25,
-        "characters": 5,
-        "sample_input": "hello",
-        "sample_prediction": "ohlol",
-    }
 
 
 @pytest.fixture(scope="module")
