@@ -199,12 +199,15 @@ def wait_for_job(
     job_id: str,
     until: Callable[[dict[str, Any]], bool] | Collection[str] = FINAL,
     timeout: float = 60.0,
+    history: bool = False,
 ) -> dict[str, Any]:
-    """Poll GET /jobs/{id} until ``until`` holds (a set of statuses, or a predicate)."""
+    """Poll GET /jobs/{id} until ``until`` holds (a set of statuses, or a predicate);
+    ``history=True`` reads the job with its history."""
     done = until if callable(until) else (lambda job: job["status"] in until)
     deadline = time.monotonic() + timeout
+    params = {"history": "true"} if history else {}
     while True:
-        response = http.get(f"/jobs/{job_id}")
+        response = http.get(f"/jobs/{job_id}", params=params)
         assert response.status_code == 200, response.text
         job: dict[str, Any] = response.json()
         if done(job):
@@ -216,7 +219,8 @@ def wait_for_job(
 
 @pytest.fixture(name="wait_for_job", scope="session")
 def wait_for_job_fixture() -> Callable[..., dict[str, Any]]:
-    """``wait_for_job(client, job_id, until=final statuses or predicate, timeout=60)``."""
+    """``wait_for_job(client, job_id, until=final statuses or predicate, timeout=60,
+    history=False)``."""
     return wait_for_job
 
 
