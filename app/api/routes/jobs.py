@@ -35,7 +35,8 @@ JOB_EVENT = {
             "epoch: one epoch, each sent once; end: the job ended, and so does the stream.",
         },
         "id": {
-            "type": "integer",
+            "type": "string",
+            "pattern": "^[0-9]+$",
             "description": "On epoch events: the epoch. A client that reconnects sends the "
             "last one as Last-Event-ID and receives the epochs after it.",
         },
@@ -55,7 +56,7 @@ HistoryQuery = Annotated[
     bool, Query(description="Include every epoch's metrics (GET /jobs/{job_id}/epochs pages them).")
 ]
 LastEventId = Annotated[
-    int | None,
+    int,
     Header(
         ge=0,
         le=2**31 - 1,
@@ -122,12 +123,12 @@ def cancel_job(job_id: str, services: ServicesDep) -> JobPublic:
     },
 )
 def job_events(
-    job_id: KnownJobDep, services: ServicesDep, last_event_id: LastEventId = None
+    job_id: KnownJobDep, services: ServicesDep, last_event_id: LastEventId = 0
 ) -> StreamingResponse:
     """Server-sent events: the job's summary, each epoch once, its status; ends when it ends."""
     services.events.admit()
     return StreamingResponse(
-        services.events.stream(job_id, after=last_event_id or 0),
+        services.events.stream(job_id, after=last_event_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
