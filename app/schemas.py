@@ -213,6 +213,7 @@ def epoch_public(row: EpochRow) -> EpochPublic:
 
 def job_public(
     job: JobRow,
+    hyperparameters: dict[str, Any],
     history: list[EpochRow] | None = None,
     recent_seconds: list[float] | None = None,
 ) -> JobPublic:
@@ -235,7 +236,7 @@ def job_public(
         cancel_requested=job.cancel_requested,
         error=job.error,
         version=job.version,
-        hyperparameters=Hyperparameters.model_validate(job.request["hyperparameters"]),
+        hyperparameters=Hyperparameters.model_validate(hyperparameters),
         history=None if history is None else [epoch_public(row) for row in history],
         created_at=job.created_at,
         started_at=job.started_at,

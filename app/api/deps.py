@@ -16,7 +16,6 @@ from app.serving.service import Serving
 from app.settings import Settings
 from app.store.layout import StoreLayout
 from app.store.registry import Registry
-from app.store.tables import JobRow
 
 
 @dataclass
@@ -47,15 +46,10 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_job(job_id: str, services: ServicesDep) -> JobRow:
-    return services.registry.get_job(job_id)
-
-
 def known_job(job_id: str, services: ServicesDep) -> str:
     """The id of a job that exists, found by its few state columns (not its data)."""
     services.registry.job_state(job_id)
     return job_id
 
 
-JobDep = Annotated[JobRow, Depends(get_job)]
 KnownJobDep = Annotated[str, Depends(known_job)]

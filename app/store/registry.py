@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Engine, event, func, select, text, update
+from sqlalchemy import CursorResult, Engine, Select, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
 from app.errors import ConflictError, LeaseLostError, NotFoundError
 from app.store.db import make_engine, make_sessions, upgrade_schema
@@ -77,6 +77,23 @@ class JobState:
     attempts: int
     failures: int
     cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job's row without the data it was submitted with (megabytes, for a text job;
+    reading ``row.request`` raises), and the hyperparameters taken from that data."""
+
+    row: JobRow
+    hyperparameters: dict[str, Any]
+
+
+def _summaries(history: bool) -> Select[tuple[JobRow, Any]]:
+    """Jobs without their data, with the hyperparameters out of it (a JSON path in SQL)."""
+    options: list[Any] = [defer(JobRow.request, raiseload=True)]
+    if history:
+        options.append(selectinload(JobRow.history))
+    return select(JobRow, JobRow.request["hyperparameters"]).options(*options)
 
 
 class StatementCounter:
@@ -152,14 +169,22 @@ class Registry:
             session.add(job)
         return job
 
-    def get_job(self, job_id: str, *, history: bool = False) -> JobRow:
-        """A job; its per-epoch ``history`` is loaded only when asked for (it may be long)."""
-        options = [selectinload(JobRow.history)] if history else []
+    def get_job(self, job_id: str) -> JobRow:
+        """A job with the data it was submitted with (a worker's read), without its history."""
         with self._sessions() as session:
-            job = session.get(JobRow, job_id, options=options)
+            job = session.get(JobRow, job_id)
             if job is None:
                 raise NotFoundError(f"job {job_id!r} does not exist")
             return job
+
+    def job_summary(self, job_id: str, *, history: bool = False) -> JobSummary:
+        """A job as the API shows it: never its data, its history only when asked for."""
+        query = _summaries(history).where(JobRow.id == job_id)
+        with self._sessions() as session:
+            found = session.execute(query).one_or_none()
+            if found is None:
+                raise NotFoundError(f"job {job_id!r} does not exist")
+            return JobSummary(*found)
 
     def list_jobs(
         self,
@@ -169,20 +194,23 @@ class Registry:
         limit: int = 50,
         offset: int = 0,
         history: bool = False,
-    ) -> tuple[list[JobRow], int]:
-        query = select(JobRow)
+    ) -> tuple[list[JobSummary], int]:
+        """A page of jobs, newest first, and how many match; summaries as ``job_summary``."""
+        where = []
         if status is not None:
-            query = query.where(JobRow.status == status)
+            where.append(JobRow.status == status)
         if model_name is not None:
-            query = query.where(JobRow.model_name == model_name)
-        if history:
-            query = query.options(selectinload(JobRow.history))
+            where.append(JobRow.model_name == model_name)
+        query = (
+            _summaries(history)
+            .where(*where)
+            .order_by(JobRow.created_at.desc(), JobRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
         with self._sessions() as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(
-                query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
-            ).all()
-            return list(rows), total
+            total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+            return [JobSummary(*found) for found in session.execute(query)], total
 
     def job_state(self, job_id: str) -> JobState:
         """Five small columns of a job: what a follower polls (never its data or history)."""

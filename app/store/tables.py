@@ -122,7 +122,7 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     # lazy="raise": a long job has thousands of epochs, read only where asked for
-    # (``Registry.get_job(history=True)``, ``Registry.job_epochs``), never by accident
+    # (``Registry.job_summary(history=True)``, ``Registry.job_epochs``), never by accident
     history: Mapped[list[EpochRow]] = relationship(
         order_by="EpochRow.epoch", cascade="all, delete-orphan", lazy="raise"
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from app.errors import ConflictError, LeaseLostError, NotFoundError
 from app.store.layout import new_id
@@ -44,7 +45,7 @@ def new_job(registry: Registry) -> Callable[..., JobRow]:
         return registry.create_job(
             job_id=new_id(),
             model_name=model_name,
-            request={"model_name": model_name},
+            request={"model_name": model_name, "hyperparameters": {"epochs": 15}},
             device="cpu",
             epochs=15,
             max_attempts=max_attempts,
@@ -201,7 +202,7 @@ def test_an_epoch_trained_again_replaces_the_earlier_record(
     assert registry.job_epochs(job.id)[1].metrics["loss"] == 0.25
 
 
-def test_a_job_is_read_without_its_history_unless_asked(
+def test_a_job_is_summed_up_without_its_data_or_history(
     registry: Registry, new_job: Callable[..., JobRow]
 ) -> None:
     job = new_job()
@@ -211,9 +212,15 @@ def test_a_job_is_read_without_its_history_unless_asked(
 
     with pytest.raises(InvalidRequestError, match="lazy='raise'"):
         _ = registry.get_job(job.id).history  # never loaded by accident
-    assert [row.epoch for row in registry.get_job(job.id, history=True).history] == [1, 2, 3]
-    rows, _ = registry.list_jobs(history=True)
-    assert [row.epoch for row in rows[0].history] == [1, 2, 3]
+    summary = registry.job_summary(job.id, history=True)
+    assert [row.epoch for row in summary.row.history] == [1, 2, 3]
+    assert summary.hyperparameters == {"epochs": 15}
+    [listed], total = registry.list_jobs(history=True)
+    assert ([row.epoch for row in listed.row.history], total) == ([1, 2, 3], 1)
+    with pytest.raises(InvalidRequestError, match="lazy='raise'"):
+        _ = registry.job_summary(job.id).row.history
+    with pytest.raises(DetachedInstanceError, match="'request'"):
+        _ = registry.job_summary(job.id).row.request  # the data it was submitted with
     assert registry.job_state(job.id) == JobState(JobStatus.RUNNING, 3, 1, 0, False)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.auth import AdminAccess, ReadAccess
-from app.api.deps import JobDep, KnownJobDep, ServicesDep
+from app.api.deps import KnownJobDep, ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
 from app.api.job_views import read_epochs, read_job, read_jobs
 from app.api.plots import job_plot_svg
@@ -139,8 +139,9 @@ def job_events(
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **NOT_FOUND},
 )
-def job_plot(job: JobDep, services: ServicesDep) -> Response:
+def job_plot(job_id: str, services: ServicesDep) -> Response:
     """The job's loss and accuracy curves, one point per epoch, as an SVG image."""
+    job = services.registry.job_summary(job_id).row
     history = [epoch_public(row) for row in services.registry.job_epochs(job.id)]
     svg = job_plot_svg(history, title=f"{job.model_name}, job {job.id[:8]}")
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
