@@ -119,11 +119,15 @@ class JobFeed:
     async def run(self) -> None:
         """Poll until the job ends or nobody follows; never let one error end the feed."""
         state: JobState | None = None
+        failing = False
         while self.followers:
             try:
                 state = await self.poll(state)
+                failing = False
             except Exception:
-                log.exception("job %s: polling for its events failed", self.job_id)
+                if not failing:  # once per outage (the database is down), not per poll
+                    log.exception("job %s: polling for its events failed", self.job_id)
+                failing = True
             if self.ended:
                 return
             await asyncio.sleep(self.poll_seconds)

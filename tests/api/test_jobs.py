@@ -331,3 +331,21 @@ def test_cancelling_a_job_that_succeeded_is_a_conflict(
     assert response.json() == {
         "detail": f"job {job['id']} already ended (succeeded); nothing to cancel"
     }
+
+
+def test_streams_beyond_the_limit_are_refused_until_one_ends(
+    make_settings: Callable[..., Settings], long_job: Callable[..., Job]
+) -> None:
+    with TestClient(create_app(make_settings(max_event_streams=1))) as client:
+        job_id = record_job(client, long_job("watched", epochs=20), 3, end=False)
+        with client.stream("GET", f"/jobs/{job_id}/events") as first:
+            assert next(first.iter_lines()) == "event: job"  # the stream is open
+
+            refused = client.get(f"/jobs/{job_id}/events")
+
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "5"
+        assert refused.json() == {
+            "detail": "1 event streams are open, the most this server keeps "
+            "(limit set by CHARNN_MAX_EVENT_STREAMS); try again later"
+        }
