@@ -16,6 +16,10 @@ Each follower's queue is bounded: one that reads too slowly to keep up is droppe
 the feed; its stream sends what it already holds and ends without ``end``, so the
 client reconnects with the last epoch it got as ``Last-Event-ID`` and misses nothing.
 At shutdown every stream ends at once (a server does not wait for its followers).
+
+Epochs are told apart by number: an epoch trained again after a crash (the checkpoint
+it was recorded with did not verify) is not sent again to a follower that had it;
+``GET /jobs/{id}/epochs`` holds the record that stands.
 """
 
 from __future__ import annotations
@@ -225,7 +229,7 @@ class JobEvents:
 
     async def _backlog(self, job_id: str, follower: Follower) -> AsyncIterator[str]:
         while not self.closing:
-            # read and encoded in the thread pool: a page of 500 events costs milliseconds
+            # read and encoded in the thread pool, not on the loop: a page costs milliseconds
             events, text = await run_in_threadpool(
                 encoded_epochs, self.registry, job_id, follower.last_epoch
             )
