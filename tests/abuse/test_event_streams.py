@@ -39,6 +39,7 @@ FOLLOWERS = 20
 WRITER = "abuse-test-writer"  # the lease owner of the job: the test, not a worker
 SAMPLE = "the quick brown fox jumps over t"  # a text model's sample, 32 characters
 POLL_SECONDS = 0.25  # CHARNN_EVENT_POLL_SECONDS, its default
+STATEMENTS = "charnn_registry_statements_total"
 
 # the bounds (see the module docstring for what the old streams cost)
 MAX_EPOCH_EVENT_BYTES = 600
@@ -55,12 +56,13 @@ def rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def registry_statements(http: httpx.Client) -> float:
-    """The server's SQL statements so far, from /metrics (the scrape's own included)."""
+def metric(http: httpx.Client, name: str) -> float:
+    """A value of /metrics: ``charnn_registry_statements_total`` (SQL statements so far,
+    the scrape's own included) or ``charnn_event_streams`` (streams open)."""
     for line in http.get("/metrics").text.splitlines():
-        if line.startswith("charnn_registry_statements_total "):
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
-    raise AssertionError("/metrics has no charnn_registry_statements_total")
+    raise AssertionError(f"/metrics has no {name}")
 
 
 class Follower(threading.Thread):
@@ -228,10 +230,11 @@ def test_twenty_followers_of_a_long_job_cost_what_is_new(
         follower.start()
     wait_until(lambda: all(f.last_epoch == HISTORY for f in followers), 120, "the backlogs")
     after_backlogs = rss_mib(server.pid)
-    before, started = registry_statements(server.http), time.monotonic()
+    assert metric(server.http, "charnn_event_streams") == FOLLOWERS + 1  # and the warm one
+    before, started = metric(server.http, STATEMENTS), time.monotonic()
     record(registry, job_id, range(HISTORY + 1, HISTORY + LIVE + 1), pause=0.05)
     wait_until(lambda: all(f.last_epoch == HISTORY + LIVE for f in followers), 30, "live epochs")
-    statements = registry_statements(server.http) - before
+    statements = metric(server.http, STATEMENTS) - before
     seconds = time.monotonic() - started
     registry.finish_job(job_id, WRITER, JobStatus.FAILED, "stopped by the test")
     joined([*followers, warm], timeout=30)
