@@ -24,8 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.client import Client
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
@@ -36,6 +38,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 HISTORY = 4000  # epochs recorded before anyone follows
 LIVE = 40  # epochs recorded while they follow
 FOLLOWERS = 20
+BURST = 30_000  # epochs recorded at once while one client does not read
 WRITER = "abuse-test-writer"  # the lease owner of the job: the test, not a worker
 SAMPLE = "the quick brown fox jumps over t"  # a text model's sample, 32 characters
 POLL_SECONDS = 0.25  # CHARNN_EVENT_POLL_SECONDS, its default
@@ -167,7 +170,7 @@ def running_job(registry: Registry, history: int) -> str:
 
     Written as running at once: queued, the server's runner could claim it first.
     """
-    job_id, epochs = new_id(), HISTORY + LIVE + 100
+    job_id, epochs = new_id(), BURST + 100
     with Session(registry.engine) as session, session.begin():
         session.add(
             JobRow(
@@ -177,19 +180,24 @@ def running_job(registry: Registry, history: int) -> str:
                 request=long_body("long", epochs=epochs),
                 device="cpu",
                 epochs=epochs,
-                epoch=history,
                 attempts=1,
                 max_attempts=3,
                 lease_owner=WRITER,
                 started_at=utcnow(),
             )
         )
-        session.flush()
+    add_epochs(registry, job_id, range(1, history + 1))
+    return job_id
+
+
+def add_epochs(registry: Registry, job_id: str, epochs: range) -> None:
+    """Epochs recorded in one transaction, as a worker would record them one by one."""
+    with Session(registry.engine) as session, session.begin():
         session.add_all(
             EpochRow(job_id=job_id, epoch=epoch, attempt=1, metrics=epoch_metrics(epoch, SAMPLE))
-            for epoch in range(1, history + 1)
+            for epoch in epochs
         )
-    return job_id
+        session.execute(update(JobRow).where(JobRow.id == job_id).values(epoch=epochs[-1]))
 
 
 def record(registry: Registry, job_id: str, epochs: range, pause: float = 0.0) -> None:
@@ -311,6 +319,33 @@ def test_a_follower_that_reconnects_receives_only_the_epochs_it_missed(
     assert [i for _, i, _ in first.events[1:-1]] == list(range(61, 111))
     assert [i for _, i, _ in again.events[1:-1]] == list(range(106, 111))
     assert [name for name, _, _ in again.events] == ["job"] + ["epoch"] * 5 + ["end"]
+
+
+def test_a_reader_that_falls_behind_is_dropped_and_resumes_where_it_stopped(
+    start_server: Callable[..., LiveServer], registry_of: Callable[[LiveServer], Registry]
+) -> None:
+    server = start_server()
+    registry = registry_of(server)
+    job_id = running_job(registry, 10)
+    client = Client(server.base_url)
+    events = client.follow(job_id)
+    assert [next(events)[0] for _ in range(11)] == ["job"] + ["epoch"] * 10
+
+    # ~11 MB of events while the client reads none: more than the sockets' buffers hold,
+    # so the server's queue for it fills and the server drops it
+    add_epochs(registry, job_id, range(11, BURST + 1))
+    wait_until(lambda: "fell 256 events behind" in server.log, 60, "the reader to be dropped")
+    registry.finish_job(job_id, WRITER, JobStatus.SUCCEEDED)
+    rest = list(events)  # what the first stream held, then a second stream after it
+    client.close()
+
+    epochs = [data["epoch"] for name, data in rest if name == "epoch"]
+    assert epochs == list(range(11, BURST + 1))  # none lost, none twice
+    assert rest[-1][0] == "end"
+    # each dropped stream was followed by a new one, which began with the summary (a
+    # stream reading its backlog while the burst is published may be dropped too)
+    drops = server.log.count("fell 256 events behind")
+    assert [name for name, _ in rest].count("job") == drops >= 1
 
 
 def test_a_server_stops_at_once_with_followers_attached(
