@@ -331,17 +331,21 @@ def follow_job(client: Client, job: dict[str, Any]) -> dict[str, Any]:
     )
     with Progress(*columns, console=out) as progress:
         bar = progress.add_task(job["model_name"], total=job["epochs"], detail=job["status"])
-        for update in client.follow(job["id"]):
-            job = update
-            detail = job["status"]
-            if job["history"]:
-                last = job["history"][-1]
-                detail = (
-                    f"loss {last['loss']:.4f}  acc {last['train_char_accuracy']:.0%}  "
-                    f"{last['sample_input']!r} -> {last['sample_prediction']!r}"
-                )
-            progress.update(bar, completed=job["epoch"], detail=detail)
+        for event, data in client.follow(job["id"]):
+            if event == "epoch":
+                progress.update(bar, completed=data["epoch"], detail=epoch_line(data))
+                continue
+            job = data  # its status changed, or it ended
+            if not job["epoch"]:
+                progress.update(bar, detail=job["status"])
     return job
+
+
+def epoch_line(epoch: dict[str, Any]) -> str:
+    return (
+        f"loss {epoch['loss']:.4f}  acc {epoch['train_char_accuracy']:.0%}  "
+        f"{epoch['sample_input']!r} -> {epoch['sample_prediction']!r}"
+    )
 
 
 @cli.command()
@@ -391,6 +395,7 @@ def generate(
 @cli.command()
 def jobs(
     job_id: Annotated[str | None, typer.Argument(help="Show one job in full.")] = None,
+    history: Annotated[bool, typer.Option(help="With one job: every epoch's metrics too.")] = False,
     status: Annotated[str | None, typer.Option(help="queued, running, succeeded, ...")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model's jobs.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
@@ -400,7 +405,7 @@ def jobs(
     """List jobs (newest first), or show one."""
     with connected(url, api_key) as client:
         if job_id is not None:
-            out.print_json(data=client.job(job_id))
+            out.print_json(data=client.job(job_id, history=history))
             return
         page = client.jobs(status=status, model_name=model, limit=limit)
     table = Table("id", "model", "status", "epoch", "version", "created")

@@ -2,8 +2,8 @@
 
 client = Client("http://127.0.0.1:8000")
 job = client.train({"model_name": "hello", "data": {"pairs": [...]}})
-for job in client.follow(job["id"]):
-    print(job["epoch"], job["status"])
+for event, data in client.follow(job["id"]):  # ("job", job), ("epoch", metrics) ... ("end", job)
+    print(event, data.get("epoch"))
 client.predict("hello", ["hello"])["outputs"]
 """
 
@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 
 FINAL = ("succeeded", "failed", "cancelled")
+RECONNECTS = 3  # streams in a row that may end early without bringing a new epoch
+Event = tuple[str, dict[str, Any]]
 
 
 class ClientError(Exception):
@@ -70,8 +72,9 @@ class Client:
     def train(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/train", json=spec)  # type: ignore[no-any-return]
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/jobs/{job_id}")  # type: ignore[no-any-return]
+    def job(self, job_id: str, history: bool = False) -> dict[str, Any]:
+        params = {"history": "true"} if history else {}
+        return self.request("GET", f"/jobs/{job_id}", params=params)  # type: ignore[no-any-return]
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
@@ -80,19 +83,39 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
 
-    def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """The job each time it changes (server-sent events), until it ends."""
+    def follow(self, job_id: str) -> Iterator[Event]:
+        """The job's server-sent events until it ends: ``("job", job)`` first and at each
+        change of status, ``("epoch", metrics)`` for each epoch once, ``("end", job)``.
+
+        A stream that ends before the job does (the server dropped a reader that fell
+        behind) is resumed after the last epoch received.
+        """
+        last, early = 0, 0
+        while early <= RECONNECTS:
+            before = last
+            for event, data in self._stream(job_id, last):
+                if event == "epoch":
+                    last = data["epoch"]
+                yield event, data
+                if event == "end":
+                    return
+            early = early + 1 if last == before else 0
+        raise ServerUnavailable(f"the event stream of job {job_id} keeps ending early")
+
+    def _stream(self, job_id: str, after: int) -> Iterator[Event]:
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        path = f"/jobs/{job_id}/events"
         try:
-            with self.http.stream("GET", f"/jobs/{job_id}/events", timeout=None) as response:
+            with self.http.stream("GET", path, headers=headers, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ClientError(response.status_code, response.json().get("detail"))
-                event = None
+                event = "message"
                 for line in response.iter_lines():
                     if line.startswith("event: "):
-                        event = line[len("event: ") :]
-                    elif line.startswith("data: ") and event == "job":
-                        yield json.loads(line[len("data: ") :])
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        yield event, json.loads(line.removeprefix("data: "))
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"lost the event stream: {exc}") from exc
 

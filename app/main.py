@@ -18,6 +18,7 @@ from app.api.docs import install_docs
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.fast_predict import FastPredict
 from app.api.guard import RequestGuard, RequestGuardMiddleware
+from app.api.job_events import JobEvents
 from app.api.limits import BodySizeLimit, CloseUnreadBodies, ConcurrencyLimit, RateLimiter
 from app.api.observability import (
     Metrics,
@@ -58,6 +59,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         imports=ConcurrencyLimit(
             settings.max_concurrent_imports, "imports", "CHARNN_MAX_CONCURRENT_IMPORTS"
         ),
+        events=JobEvents(registry, settings.event_poll_seconds, settings.max_event_streams),
     )
 
 
@@ -97,9 +99,12 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
                 services.registry.jobs_by_status,
                 services.registry.recent_epoch_seconds,
                 lambda: len(services.cache),
+                lambda: services.registry.statements.count,
+                lambda: len(services.events.followers),
             )
         )
         services.runner.start()
+        release_signals = services.events.close_on_exit_signals()
         app.fast_predict = FastPredict(
             partial(FastAPI.__call__, app),  # the full stack, ending in the /predict route
             services,
@@ -115,6 +120,8 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         try:
             yield
         finally:
+            services.events.close()
+            release_signals()
             app.fast_predict = None
             services.runner.stop()
             services.serving.close()

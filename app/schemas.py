@@ -20,7 +20,7 @@ from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integra
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
-from app.store.tables import JobRow, JobStatus, ModelRow, VersionRow, utcnow
+from app.store.tables import EpochRow, JobRow, JobStatus, ModelRow, VersionRow, utcnow
 
 VERSION_MAX = 2**31 - 1  # the registry keeps version numbers in a 32-bit integer column
 OptionalVersion = Annotated[StrictInt, Field(ge=1, le=VERSION_MAX), integral] | None
@@ -75,7 +75,11 @@ class JobPublic(BaseModel):
     error: str | None
     version: int | None = Field(description="The model version the job created.")
     hyperparameters: Hyperparameters
-    history: list[EpochPublic]
+    history: list[EpochPublic] | None = Field(
+        None,
+        description="Every epoch's metrics, with ?history=true (otherwise null): "
+        "GET /jobs/{job_id}/epochs reads them a page at a time.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -88,6 +92,15 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class EpochPage(BaseModel):
+    items: list[EpochPublic]
+    after: int = Field(description="The epochs are those numbered above this one.")
+    limit: int
+    next_after: int | None = Field(
+        description="``after`` of the next page; null when this page is the last so far."
+    )
 
 
 # --- models -------------------------------------------------------------------------------
@@ -198,18 +211,23 @@ class Health(BaseModel):
 # --- building responses from registry rows --------------------------------------------------
 
 
-def job_public(job: JobRow) -> JobPublic:
-    history = [
-        EpochPublic(attempt=row.attempt, recorded_at=row.created_at, **row.metrics)
-        for row in job.history
-    ]
+def epoch_public(row: EpochRow) -> EpochPublic:
+    return EpochPublic(attempt=row.attempt, recorded_at=row.created_at, **row.metrics)
+
+
+def job_public(
+    job: JobRow,
+    hyperparameters: dict[str, Any],
+    history: list[EpochRow] | None = None,
+    recent_seconds: list[float] | None = None,
+) -> JobPublic:
+    """The job; its ``history`` when given, its ETA from ``recent_seconds`` of epochs."""
     elapsed = eta = None
     if job.started_at is not None:
         end = job.finished_at or utcnow()
         elapsed = (end - job.started_at).total_seconds()
-    if job.status == JobStatus.RUNNING and history:
-        recent = history[-5:]
-        eta = sum(e.seconds for e in recent) / len(recent) * (job.epochs - job.epoch)
+    if job.status == JobStatus.RUNNING and recent_seconds:
+        eta = sum(recent_seconds) / len(recent_seconds) * (job.epochs - job.epoch)
     return JobPublic(
         id=job.id,
         model_name=job.model_name,
@@ -222,8 +240,8 @@ def job_public(job: JobRow) -> JobPublic:
         cancel_requested=job.cancel_requested,
         error=job.error,
         version=job.version,
-        hyperparameters=Hyperparameters.model_validate(job.request["hyperparameters"]),
-        history=history,
+        hyperparameters=Hyperparameters.model_validate(hyperparameters),
+        history=None if history is None else [epoch_public(row) for row in history],
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(
         0.5, gt=0, le=60, description="How often the runner looks for queued jobs."
     )
+    event_poll_seconds: float = Field(
+        0.25, gt=0, le=60, description="How often a followed job is looked at (once per job)."
+    )
+    max_event_streams: int = Field(
+        1000, ge=1, le=1_000_000, description="Event streams open at once; more get 429."
+    )
     worker_torch_threads: int = Field(
         0,
         ge=0,

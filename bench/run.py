@@ -251,6 +251,7 @@ def job_throughput(url: str, text: str, hp: Hyperparameters) -> float:
         time.sleep(1.0)
         job = http.get(f"{url}/jobs/{job['id']}").json()
     assert job["status"] == "succeeded", job
+    job = http.get(f"{url}/jobs/{job['id']}", params={"history": "true"}).json()
     history = job["history"]
     seconds = datetime.fromisoformat(history[-1]["recorded_at"]) - datetime.fromisoformat(
         history[0]["recorded_at"]

@@ -176,6 +176,23 @@ def publish(store_dir: Path) -> Callable[[str, Checkpoint], int]:
     return lambda model_name, checkpoint: publish_to(store_dir, model_name, checkpoint)
 
 
+def epoch_metrics(epoch: int, sample: str = "hello") -> dict[str, Any]:
+    """What a worker records for an epoch (``Registry.record_epoch``), for written histories."""
+    return {
+        "epoch": epoch,
+        "loss": 1.0 / epoch,
+        "train_char_accuracy": 0.5,
+        "train_seq_accuracy": 0.0,
+        "val_loss": None,
+        "val_char_accuracy": None,
+        "val_seq_accuracy": None,
+        "seconds": 0.25,
+        "characters": 5,
+        "sample_input": sample,
+        "sample_prediction": sample[::-1],
+    }
+
+
 # --- waiting on jobs ------------------------------------------------------------------------
 
 
@@ -184,12 +201,15 @@ def wait_for_job(
     job_id: str,
     until: Callable[[dict[str, Any]], bool] | Collection[str] = FINAL,
     timeout: float = 60.0,
+    history: bool = False,
 ) -> dict[str, Any]:
-    """Poll GET /jobs/{id} until ``until`` holds (a set of statuses, or a predicate)."""
+    """Poll GET /jobs/{id} until ``until`` holds (a set of statuses, or a predicate);
+    ``history=True`` reads the job with its history."""
     done = until if callable(until) else (lambda job: job["status"] in until)
     deadline = time.monotonic() + timeout
+    params = {"history": "true"} if history else {}
     while True:
-        response = http.get(f"/jobs/{job_id}")
+        response = http.get(f"/jobs/{job_id}", params=params)
         assert response.status_code == 200, response.text
         job: dict[str, Any] = response.json()
         if done(job):
@@ -201,7 +221,8 @@ def wait_for_job(
 
 @pytest.fixture(name="wait_for_job", scope="session")
 def wait_for_job_fixture() -> Callable[..., dict[str, Any]]:
-    """``wait_for_job(client, job_id, until=final statuses or predicate, timeout=60)``."""
+    """``wait_for_job(client, job_id, until=final statuses or predicate, timeout=60,
+    history=False)``."""
     return wait_for_job
 
 

@@ -3,6 +3,7 @@ scripts rely on (0 done, 1 job failed, 2 refused, 3 no server)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,8 +86,14 @@ def test_models_and_jobs_are_listed(server: LiveServer, tmp_path: Path) -> None:
         server, "generate", "fox", "the", "--length", "5", "--seed", "1", cwd=tmp_path
     )
 
+    job_id = server.http.get("/jobs?model_name=fox").json()["items"][0]["id"]
+    one = json.loads(charnn(server, "jobs", job_id, cwd=tmp_path).stdout)
+    full = json.loads(charnn(server, "jobs", job_id, "--history", cwd=tmp_path).stdout)
+
     assert "fox" in models.stdout
     assert "succeeded" in jobs.stdout
+    assert (one["id"], one["history"]) == (job_id, None)
+    assert [e["epoch"] for e in full["history"]] == [1, 2]
     assert generated.returncode == 0
     assert generated.stdout.startswith("the")
     assert len(generated.stdout.strip()) == len("the") + 5

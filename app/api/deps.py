@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.job_events import JobEvents
 from app.api.limits import ConcurrencyLimit, RateLimiter
 from app.api.observability import Metrics
 from app.jobs.runner import JobRunner
@@ -15,7 +16,6 @@ from app.serving.service import Serving
 from app.settings import Settings
 from app.store.layout import StoreLayout
 from app.store.registry import Registry
-from app.store.tables import JobRow
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     imports: ConcurrencyLimit
+    events: JobEvents
 
 
 def services_of(request: Request) -> Services:
@@ -46,8 +47,10 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_job(job_id: str, services: ServicesDep) -> JobRow:
-    return services.registry.get_job(job_id)
+def known_job(job_id: str, services: ServicesDep) -> str:
+    """The id of a job that exists, found by its few state columns (not its data)."""
+    services.registry.job_state(job_id)
+    return job_id
 
 
-JobDep = Annotated[JobRow, Depends(get_job)]
+KnownJobDep = Annotated[str, Depends(known_job)]

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,12 +109,22 @@ def valid_request_id(given: str | None) -> str:
 
 
 class RegistryCollector(Collector):
-    """Values read at scrape time: jobs by state, recent epoch durations, loaded models."""
+    """Values read at scrape time: jobs by state, recent epoch durations, loaded models,
+    the registry's statements so far and the open event streams."""
 
-    def __init__(self, jobs_by_status: Any, epoch_seconds: Any, loaded_models: Any) -> None:
+    def __init__(
+        self,
+        jobs_by_status: Any,
+        epoch_seconds: Any,
+        loaded_models: Any,
+        statements: Any,
+        event_streams: Any,
+    ) -> None:
         self.jobs_by_status = jobs_by_status
         self.epoch_seconds = epoch_seconds
         self.loaded_models = loaded_models
+        self.statements = statements
+        self.event_streams = event_streams
 
     def collect(self) -> Iterable[Any]:
         jobs = GaugeMetricFamily("charnn_jobs", "Training jobs by status", labels=["status"])
@@ -131,6 +141,15 @@ class RegistryCollector(Collector):
         )
         yield GaugeMetricFamily(
             "charnn_loaded_models", "Model versions loaded for serving", value=self.loaded_models()
+        )
+        # counted after this scrape's own two queries (jobs by status, epoch durations)
+        yield CounterMetricFamily(
+            "charnn_registry_statements",
+            "SQL statements this process sent to the registry",
+            value=self.statements(),
+        )
+        yield GaugeMetricFamily(
+            "charnn_event_streams", "Job event streams open", value=self.event_streams()
         )
 
 

@@ -13,15 +13,16 @@ taken away can no longer write.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, func, select, text, update
+from sqlalchemy import CursorResult, Engine, Select, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
 from app.errors import ConflictError, LeaseLostError, NotFoundError, QueueFullError
 from app.store.db import make_engine, make_sessions, upgrade_schema
@@ -72,9 +73,51 @@ class JobControl:
     cancel_requested: bool
 
 
+@dataclass(frozen=True)
+class JobState:
+    """The few columns of a job whose change a follower hears about (``Registry.job_state``)."""
+
+    status: JobStatus
+    epoch: int
+    attempts: int
+    failures: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job's row without the data it was submitted with (megabytes, for a text job;
+    reading ``row.request`` raises), and the hyperparameters taken from that data."""
+
+    row: JobRow
+    hyperparameters: dict[str, Any]
+
+
+def _summaries(history: bool) -> Select[tuple[JobRow, Any]]:
+    """Jobs without their data, with the hyperparameters out of it (a JSON path in SQL)."""
+    options: list[Any] = [defer(JobRow.request, raiseload=True)]
+    if history:
+        options.append(selectinload(JobRow.history))
+    return select(JobRow, JobRow.request["hyperparameters"]).options(*options)
+
+
+class StatementCounter:
+    """SQL statements an engine has sent: what reading the registry costs (``/metrics``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+
 class Registry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.statements = StatementCounter(engine)
         self._sessions: sessionmaker[Session] = make_sessions(engine)
         self._writes: sessionmaker[Session] = make_sessions(engine, writes=True)
 
@@ -139,11 +182,21 @@ class Registry:
             raise QueueFullError(waiting, max_queued)
 
     def get_job(self, job_id: str) -> JobRow:
+        """A job with the data it was submitted with (a worker's read), without its history."""
         with self._sessions() as session:
-            job = session.get(JobRow, job_id, options=[selectinload(JobRow.history)])
+            job = session.get(JobRow, job_id)
             if job is None:
                 raise NotFoundError(f"job {job_id!r} does not exist")
             return job
+
+    def job_summary(self, job_id: str, *, history: bool = False) -> JobSummary:
+        """A job as the API shows it: never its data, its history only when asked for."""
+        query = _summaries(history).where(JobRow.id == job_id)
+        with self._sessions() as session:
+            found = session.execute(query).one_or_none()
+            if found is None:
+                raise NotFoundError(f"job {job_id!r} does not exist")
+            return JobSummary(*found)
 
     def list_jobs(
         self,
@@ -152,21 +205,76 @@ class Registry:
         model_name: str | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[list[JobRow], int]:
-        query = select(JobRow)
+        history: bool = False,
+    ) -> tuple[list[JobSummary], int]:
+        """A page of jobs, newest first, and how many match; summaries as ``job_summary``."""
+        where = []
         if status is not None:
-            query = query.where(JobRow.status == status)
+            where.append(JobRow.status == status)
         if model_name is not None:
-            query = query.where(JobRow.model_name == model_name)
+            where.append(JobRow.model_name == model_name)
+        query = (
+            _summaries(history)
+            .where(*where)
+            .order_by(JobRow.created_at.desc(), JobRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
         with self._sessions() as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(
-                query.options(selectinload(JobRow.history))
-                .order_by(JobRow.created_at.desc(), JobRow.id)
-                .limit(limit)
-                .offset(offset)
-            ).all()
-            return list(rows), total
+            total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+            return [JobSummary(*found) for found in session.execute(query)], total
+
+    def job_state(self, job_id: str) -> JobState:
+        """Five small columns of a job: what a follower polls (never its data or history)."""
+        query = select(
+            JobRow.status, JobRow.epoch, JobRow.attempts, JobRow.failures, JobRow.cancel_requested
+        ).where(JobRow.id == job_id)
+        with self._sessions() as session:
+            row = session.execute(query).one_or_none()
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} does not exist")
+        status, epoch, attempts, failures, cancel_requested = row
+        return JobState(JobStatus(status), epoch, attempts, failures, cancel_requested)
+
+    def job_epochs(
+        self, job_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[EpochRow]:
+        """A job's epochs numbered above ``after``, in order, at most ``limit`` of them."""
+        query = (
+            select(EpochRow)
+            .where(EpochRow.job_id == job_id, EpochRow.epoch > after)
+            .order_by(EpochRow.epoch)
+            .limit(limit)
+        )
+        with self._sessions() as session:
+            return list(session.scalars(query).all())
+
+    def recent_epoch_seconds_of(
+        self, job_ids: Collection[str], last: int = 5
+    ) -> dict[str, list[float]]:
+        """Durations of the last ``last`` epochs of each job (for ETAs), in one query."""
+        if not job_ids:
+            return {}
+        rank = (
+            func.row_number()
+            .over(partition_by=EpochRow.job_id, order_by=EpochRow.epoch.desc())
+            .label("rank")
+        )
+        ranked = (
+            select(EpochRow.job_id, EpochRow.metrics, rank)
+            .where(EpochRow.job_id.in_(list(job_ids)))
+            .subquery()
+        )
+        query = (
+            select(ranked.c.job_id, ranked.c.metrics)
+            .where(ranked.c.rank <= last)
+            .order_by(ranked.c.job_id, ranked.c.rank)
+        )
+        found: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
+        with self._sessions() as session:
+            for job_id, metrics in session.execute(query):
+                found[job_id].append(float(metrics["seconds"]))
+        return found
 
     def jobs_by_status(self) -> dict[str, int]:
         with self._sessions() as session:

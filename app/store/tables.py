@@ -121,8 +121,10 @@ class JobRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # lazy="raise": a long job has thousands of epochs, read only where asked for
+    # (``Registry.job_summary(history=True)``, ``Registry.job_epochs``), never by accident
     history: Mapped[list[EpochRow]] = relationship(
-        order_by="EpochRow.epoch", cascade="all, delete-orphan"
+        order_by="EpochRow.epoch", cascade="all, delete-orphan", lazy="raise"
     )
 
 

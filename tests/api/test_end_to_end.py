@@ -32,21 +32,21 @@ def test_train_hello_follow_its_events_and_predict(start_server: StartServer, he
     assert response.headers["location"] == f"/jobs/{job['id']}"
     assert job["model_name"] == "hello"
     assert job["status"] in {"queued", "running"}  # the runner may claim it at once
-    assert (job["epoch"], job["epochs"], job["version"], job["history"]) == (0, 15, None, [])
+    assert (job["epoch"], job["epochs"], job["version"], job["history"]) == (0, 15, None, None)
 
     events = server.events(job["id"])
 
     names = [name for name, _ in events]
-    assert names[-1] == "end"
-    assert set(names[:-1]) == {"job"}
-    seen = [data["epoch"] for _, data in events]
-    assert seen == sorted(seen)
+    assert (names[0], names[-1]) == ("job", "end")
+    assert set(names) == {"job", "epoch", "end"}
+    assert all(data["history"] is None for name, data in events if name != "epoch")
     final = events[-1][1]
     assert final["status"] == "succeeded"
     assert (final["epoch"], final["progress"], final["version"]) == (15, 1.0, 1)
     assert (final["attempts"], final["failures"], final["error"]) == (1, 0, None)
 
-    history = final["history"]
+    history = [data for name, data in events if name == "epoch"]  # each epoch once, in order
+    assert history == server.http.get(f"/jobs/{job['id']}?history=true").json()["history"]
     assert [e["epoch"] for e in history] == list(range(1, 16))
     assert {e["attempt"] for e in history} == {1}
     recorded = [e["recorded_at"] for e in history]  # ISO 8601, UTC: sorted as text
@@ -72,7 +72,7 @@ def test_train_hello_follow_its_events_and_predict(start_server: StartServer, he
 
 def test_a_trained_model_and_its_version_are_listed(start_server: StartServer, hello: Body) -> None:
     server = start_server()
-    job = server.wait_for_job(server.http.post("/train", json=hello).json()["id"])
+    job = server.wait_for_job(server.http.post("/train", json=hello).json()["id"], history=True)
 
     models = server.http.get("/models").json()
     model = server.http.get("/models/hello").json()
@@ -127,7 +127,7 @@ def test_a_killed_server_resumes_the_job_from_its_last_epoch(
 ) -> None:
     server = start_server()
     job_id = server.http.post("/train", json=long_job("crash", epochs=16)).json()["id"]
-    before = server.wait_for_job(job_id, until=lambda job: job["epoch"] >= 2)
+    before = server.wait_for_job(job_id, until=lambda job: job["epoch"] >= 2, history=True)
     workers = server.workers()
     assert len(workers) == 1
 
@@ -144,7 +144,7 @@ def test_a_killed_server_resumes_the_job_from_its_last_epoch(
     assert sorted(p.name for p in checkpoints.iterdir()) == left
 
     restarted = start_server(store_dir=server.store_dir)
-    job = restarted.wait_for_job(job_id)
+    job = restarted.wait_for_job(job_id, history=True)
 
     assert job["status"] == "succeeded"
     assert (job["attempts"], job["failures"], job["error"]) == (2, 0, None)

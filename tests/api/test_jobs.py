@@ -1,7 +1,8 @@
-"""Jobs: GET /jobs (filters, pages), GET /jobs/{id}, its events, and cancelling.
+"""Jobs: GET /jobs (filters, pages), GET /jobs/{id}, its epochs, its events, and cancelling.
 
 Most tests share one service that runs one job at a time: "alpha" trains, "beta"
-waits queued behind it, and a second "beta" was cancelled while it waited.
+waits queued behind it, and a second "beta" was cancelled while it waited. The tests
+of long histories write a job's epochs into the service's registry, as a worker does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from app.store.layout import new_id
+from app.store.tables import JobStatus
+from tests.conftest import epoch_metrics
 
 Job = dict[str, Any]
 
@@ -128,7 +132,8 @@ def test_a_job_waiting_in_the_queue(jobs: tuple[TestClient, dict[str, str]]) -> 
     assert (job["status"], job["epoch"], job["epochs"], job["progress"]) == ("queued", 0, 1, 0.0)
     assert (job["attempts"], job["failures"], job["cancel_requested"]) == (0, 0, False)
     assert (job["started_at"], job["elapsed_seconds"], job["eta_seconds"]) == (None, None, None)
-    assert (job["history"], job["version"], job["error"]) == ([], None, None)
+    assert (job["history"], job["version"], job["error"]) == (None, None, None)
+    assert client.get(f"/jobs/{ids['beta']}?history=true").json()["history"] == []
 
 
 def test_a_cancelled_job_reports_it(jobs: tuple[TestClient, dict[str, str]]) -> None:
@@ -168,11 +173,142 @@ def test_the_events_of_an_ended_job_are_its_state_then_the_end(
     assert [json.loads(lines[1].removeprefix("data: ")) for lines in blocks] == [job, job]
 
 
+# --- long histories: read in pages, streamed once ------------------------------------------
+
+
+def record_job(client: TestClient, body: Job, epochs: int, *, end: bool = True) -> str:
+    """A job with ``epochs`` recorded epochs, written as a worker writes them: its id."""
+    registry = client.app.state.services.registry  # type: ignore[attr-defined]
+    job_id = new_id()
+    registry.create_job(job_id, body["model_name"], body, "cpu", epochs + 10, 3)
+    # leased to an owner the service's runner does not know, so it never runs it itself
+    registry.claim_job(job_id, "test-writer")
+    for epoch in range(1, epochs + 1):
+        registry.record_epoch(job_id, "test-writer", 1, epoch_metrics(epoch))
+    if end:
+        registry.finish_job(job_id, "test-writer", JobStatus.FAILED, "stopped by the test")
+    return job_id
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    jobs: tuple[TestClient, dict[str, str]], long_job: Callable[..., Job]
+) -> tuple[TestClient, str]:
+    """The service of ``jobs``, and a job that ended after 250 recorded epochs."""
+    client, _ = jobs
+    return client, record_job(client, long_job("recorded", epochs=260), 250)
+
+
+def test_a_job_leaves_its_history_out_unless_asked(recorded: tuple[TestClient, str]) -> None:
+    client, job_id = recorded
+
+    plain = client.get(f"/jobs/{job_id}").json()
+    full = client.get(f"/jobs/{job_id}?history=true").json()
+    listed = client.get("/jobs?model_name=recorded").json()["items"]
+    listed_full = client.get("/jobs?model_name=recorded&history=true").json()["items"]
+
+    assert (plain["history"], plain["epoch"], listed[0]["history"]) == (None, 250, None)
+    assert [e["epoch"] for e in full["history"]] == list(range(1, 251))
+    assert listed_full[0]["history"] == full["history"]
+    assert {k: v for k, v in full.items() if k != "history"} == {
+        k: v for k, v in plain.items() if k != "history"
+    }
+
+
+def test_epochs_come_in_pages(recorded: tuple[TestClient, str]) -> None:
+    client, job_id = recorded
+    history = client.get(f"/jobs/{job_id}?history=true").json()["history"]
+
+    first = client.get(f"/jobs/{job_id}/epochs?limit=100").json()
+    last = client.get(f"/jobs/{job_id}/epochs?after=200&limit=100").json()
+    default = client.get(f"/jobs/{job_id}/epochs").json()
+
+    assert (first["after"], first["limit"], first["next_after"]) == (0, 100, 100)
+    assert first["items"] == history[:100]
+    assert (last["after"], last["next_after"], last["items"]) == (200, None, history[200:])
+    assert (default["limit"], default["items"]) == (100, history[:100])
+    walked, after = [], 0
+    while after is not None:
+        page = client.get(f"/jobs/{job_id}/epochs?after={after}&limit=64").json()
+        walked += page["items"]
+        after = page["next_after"]
+    assert walked == history
+
+
+@pytest.mark.parametrize(
+    ("query", "loc", "msg"),
+    [
+        ("limit=0", ["query", "limit"], "Input should be greater than or equal to 1"),
+        ("limit=1001", ["query", "limit"], "Input should be less than or equal to 1000"),
+        ("after=-1", ["query", "after"], "Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_epoch_pages_are_refused(
+    recorded: tuple[TestClient, str], query: str, loc: list[str], msg: str
+) -> None:
+    client, job_id = recorded
+
+    response = client.get(f"/jobs/{job_id}/epochs?{query}")
+
+    assert response.status_code == 422
+    assert [(e["loc"], e["msg"]) for e in response.json()["detail"]] == [(loc, msg)]
+
+
+def sse_blocks(text: str) -> list[dict[str, str]]:
+    """Each event of a stream as its fields: ``{"id": ..., "event": ..., "data": ...}``."""
+    blocks = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        blocks.append(fields)
+    return blocks
+
+
+def test_events_send_the_summary_then_each_epoch_once(recorded: tuple[TestClient, str]) -> None:
+    client, job_id = recorded
+    job = client.get(f"/jobs/{job_id}").json()
+    history = client.get(f"/jobs/{job_id}?history=true").json()["history"]
+
+    with client.stream("GET", f"/jobs/{job_id}/events") as response:
+        blocks = sse_blocks(response.read().decode())
+
+    assert [b["event"] for b in blocks] == ["job"] + ["epoch"] * 250 + ["end"]
+    assert json.loads(blocks[0]["data"]) == job
+    assert json.loads(blocks[-1]["data"]) == job
+    epochs = blocks[1:-1]
+    assert [int(b["id"]) for b in epochs] == list(range(1, 251))
+    assert [json.loads(b["data"]) for b in epochs] == history
+    assert ("id" in blocks[0], "id" in blocks[-1]) == (False, False)
+
+
+@pytest.mark.parametrize(("last", "expected"), [(0, 250), (200, 50), (250, 0), (9999, 0)])
+def test_events_resume_after_the_last_event_id(
+    recorded: tuple[TestClient, str], last: int, expected: int
+) -> None:
+    client, job_id = recorded
+
+    headers = {"Last-Event-ID": str(last)}
+    with client.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
+        blocks = sse_blocks(response.read().decode())
+
+    assert [b["event"] for b in blocks] == ["job"] + ["epoch"] * expected + ["end"]
+    assert [int(b["id"]) for b in blocks[1:-1]] == list(range(last + 1, last + 1 + expected))
+
+
+def test_a_bad_last_event_id_is_refused(recorded: tuple[TestClient, str]) -> None:
+    client, job_id = recorded
+
+    response = client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "seven"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "last-event-id"]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
         ("GET", "/jobs/0123456789abcdef0123456789abcdef"),
         ("GET", "/jobs/0123456789abcdef0123456789abcdef/events"),
+        ("GET", "/jobs/0123456789abcdef0123456789abcdef/epochs"),
         ("POST", "/jobs/0123456789abcdef0123456789abcdef/cancel"),
     ],
 )
@@ -195,3 +331,21 @@ def test_cancelling_a_job_that_succeeded_is_a_conflict(
     assert response.json() == {
         "detail": f"job {job['id']} already ended (succeeded); nothing to cancel"
     }
+
+
+def test_streams_beyond_the_limit_are_refused_until_one_ends(
+    make_settings: Callable[..., Settings], long_job: Callable[..., Job]
+) -> None:
+    with TestClient(create_app(make_settings(max_event_streams=1))) as client:
+        job_id = record_job(client, long_job("watched", epochs=20), 3, end=False)
+        with client.stream("GET", f"/jobs/{job_id}/events") as first:
+            assert next(first.iter_lines()) == "event: job"  # the stream is open
+
+            refused = client.get(f"/jobs/{job_id}/events")
+
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "5"
+        assert refused.json() == {
+            "detail": "1 event streams are open, the most this server keeps "
+            "(limit set by CHARNN_MAX_EVENT_STREAMS); try again later"
+        }

@@ -144,7 +144,7 @@ def test_while_the_database_is_down_the_api_answers_503_and_then_recovers_by_its
     assert ready.json()["status"] == "ready"
     assert http.get("/models").status_code == 200
     # the job that lost its worker's lease meanwhile resumes, and nothing is trained twice
-    job = wait_for_job(http, job_id, timeout=90)
+    job = wait_for_job(http, job_id, timeout=90, history=True)
     assert (job["status"], job["version"], job["error"]) == ("succeeded", 1, None)
     assert [e["epoch"] for e in job["history"]] == list(range(1, 13))
     # attempt 1 failed at its first heartbeat without a database; attempt 2 resumed it

@@ -97,12 +97,14 @@ def test_a_job_whose_worker_is_killed_mid_epoch_finishes_on_the_other_worker(
     [victim] = [w for w in workers if w.pid == pid]
     [survivor] = [w for w in workers if w.pid != pid]
     # the middle of an epoch: half an epoch after the next one ended
-    running = wait_for_job(http, job_id, until=lambda job: job["epoch"] > running["epoch"])
+    running = wait_for_job(
+        http, job_id, until=lambda job: job["epoch"] > running["epoch"], history=True
+    )
     time.sleep(running["history"][-1]["seconds"] / 2)
 
     victim.kill()
 
-    job = wait_for_job(http, job_id, timeout=90)
+    job = wait_for_job(http, job_id, timeout=90, history=True)
     assert job["status"] == "succeeded", job["error"]
     assert (job["attempts"], job["failures"], job["error"]) == (2, 1, None)
     assert job["version"] == 1
@@ -171,7 +173,7 @@ def test_cancelling_a_job_running_on_a_worker_stops_it_within_an_epoch_for_good(
     http = deployment.http
     # about a second per epoch on one core
     job_id = http.post("/train", json=long_job("cancelled", 50, 32_000)).json()["id"]
-    running = wait_for_job(http, job_id, until=lambda job: job["epoch"] >= 1)
+    running = wait_for_job(http, job_id, until=lambda job: job["epoch"] >= 1, history=True)
     asked = time.monotonic()
 
     response = http.post(f"/jobs/{job_id}/cancel")

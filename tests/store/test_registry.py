@@ -16,11 +16,12 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import InvalidRequestError, StatementError
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from app.errors import ConflictError, LeaseLostError, NotFoundError, QueueFullError
 from app.store.layout import new_id
-from app.store.registry import NewVersion, Registry
+from app.store.registry import JobState, NewVersion, Registry
 from app.store.tables import JobRow, JobStatus
 
 METRICS: dict[str, Any] = {"loss": 0.5, "sample_prediction": "ohlol"}
@@ -46,7 +47,7 @@ def new_job(registry: Registry) -> Callable[..., JobRow]:
         return registry.create_job(
             job_id=new_id(),
             model_name=model_name,
-            request={"model_name": model_name},
+            request={"model_name": model_name, "hyperparameters": {"epochs": 15}},
             device="cpu",
             epochs=15,
             max_attempts=max_attempts,
@@ -71,7 +72,7 @@ def a_version() -> NewVersion:
 
 
 def history(registry: Registry, job_id: str) -> list[tuple[int, int]]:
-    return [(row.epoch, row.attempt) for row in registry.get_job(job_id).history]
+    return [(row.epoch, row.attempt) for row in registry.job_epochs(job_id)]
 
 
 def race(url: str, count: int, action: Callable[[Registry], T]) -> list[T | Exception]:
@@ -234,7 +235,58 @@ def test_an_epoch_trained_again_replaces_the_earlier_record(
     registry.record_epoch(job.id, "b", 2, {"epoch": 2, **METRICS, "loss": 0.25})
 
     assert history(registry, job.id) == [(1, 1), (2, 2)]
-    assert registry.get_job(job.id).history[1].metrics["loss"] == 0.25
+    assert registry.job_epochs(job.id)[1].metrics["loss"] == 0.25
+
+
+def test_a_job_is_summed_up_without_its_data_or_history(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    for epoch in (1, 2, 3):
+        registry.record_epoch(job.id, "a", 1, {"epoch": epoch, **METRICS})
+
+    with pytest.raises(InvalidRequestError, match="lazy='raise'"):
+        _ = registry.get_job(job.id).history  # never loaded by accident
+    summary = registry.job_summary(job.id, history=True)
+    assert [row.epoch for row in summary.row.history] == [1, 2, 3]
+    assert summary.hyperparameters == {"epochs": 15}
+    [listed], total = registry.list_jobs(history=True)
+    assert ([row.epoch for row in listed.row.history], total) == ([1, 2, 3], 1)
+    with pytest.raises(InvalidRequestError, match="lazy='raise'"):
+        _ = registry.job_summary(job.id).row.history
+    with pytest.raises(DetachedInstanceError, match="'request'"):
+        _ = registry.job_summary(job.id).row.request  # the data it was submitted with
+    assert registry.job_state(job.id) == JobState(JobStatus.RUNNING, 3, 1, 0, False)
+
+
+def test_epochs_are_read_after_an_epoch_and_up_to_a_limit(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+    for epoch in range(1, 8):
+        registry.record_epoch(job.id, "a", 1, {"epoch": epoch, **METRICS, "seconds": epoch})
+
+    assert [row.epoch for row in registry.job_epochs(job.id, after=2, limit=3)] == [3, 4, 5]
+    assert [row.epoch for row in registry.job_epochs(job.id, after=5)] == [6, 7]
+    assert registry.job_epochs(job.id, after=7) == []
+    other = new_job()
+    assert registry.recent_epoch_seconds_of([job.id, other.id], last=3) == {
+        job.id: [7.0, 6.0, 5.0],
+        other.id: [],
+    }
+    assert registry.recent_epoch_seconds_of([]) == {}
+
+
+def test_statements_are_counted(registry: Registry, new_job: Callable[..., JobRow]) -> None:
+    job = new_job()
+    before = registry.statements.count
+
+    registry.job_state(job.id)
+    registry.job_epochs(job.id)
+
+    assert registry.statements.count - before == 2
 
 
 def test_stale_jobs_are_released(registry: Registry, new_job: Callable[..., JobRow]) -> None:

@@ -1,22 +1,19 @@
-"""Jobs: list, read, follow as server-sent events, plot, cancel."""
+"""Jobs: list, read, page through epochs, follow as server-sent events, plot, cancel."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import AdminAccess, ReadAccess
-from app.api.deps import JobDep, ServicesDep
+from app.api.deps import KnownJobDep, ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
+from app.api.job_views import read_epochs, read_job, read_jobs
 from app.api.plots import job_plot_svg
 from app.jobs.spec import ModelName
-from app.schemas import JobList, JobPublic, job_public
-from app.store.registry import Registry
+from app.schemas import EpochPage, JobList, JobPublic, epoch_public
 from app.store.tables import JobStatus
 
 router = APIRouter(
@@ -32,16 +29,40 @@ JOB_EVENT = {
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"enum": ["job", "end"], "description": "end: the job ended; the stream too."},
+        "event": {
+            "enum": ["job", "epoch", "end"],
+            "description": "job: the job's summary, first and whenever its status changes; "
+            "epoch: one epoch, each sent once; end: the job ended, and so does the stream.",
+        },
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "On epoch events: the epoch. A client that reconnects sends the "
+            "last one as Last-Event-ID and receives the epochs after it.",
+        },
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "contentSchema": {"$ref": "#/components/schemas/JobPublic"},
+            "contentSchema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/JobPublic"},
+                    {"$ref": "#/components/schemas/EpochPublic"},
+                ]
+            },
         },
     },
 }
-EVENT_POLL_SECONDS = 0.25
-KEEPALIVE_SECONDS = 15.0
+HistoryQuery = Annotated[
+    bool, Query(description="Include every epoch's metrics (GET /jobs/{job_id}/epochs pages them).")
+]
+LastEventId = Annotated[
+    int,
+    Header(
+        ge=0,
+        le=2**31 - 1,
+        description="The last epoch the client received: the stream sends the epochs after it.",
+    ),
+]
 
 
 @router.get("", response_model=JobList)
@@ -51,18 +72,34 @@ def list_jobs(
     model_name: Annotated[ModelName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    history: HistoryQuery = False,
 ) -> JobList:
     """Jobs, newest first, optionally filtered by status and model."""
-    rows, total = services.registry.list_jobs(
-        status=status, model_name=model_name, limit=limit, offset=offset
+    return read_jobs(
+        services.registry,
+        status=status,
+        model_name=model_name,
+        limit=limit,
+        offset=offset,
+        history=history,
     )
-    return JobList(items=[job_public(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-def get_job(job: JobDep) -> JobPublic:
-    """A job with its progress, per-epoch history, timing and result."""
-    return job_public(job)
+def get_job(job_id: str, services: ServicesDep, history: HistoryQuery = False) -> JobPublic:
+    """A job with its progress, timing and result (and its history, if asked)."""
+    return read_job(services.registry, job_id, history=history)
+
+
+@router.get("/{job_id}/epochs", response_model=EpochPage, responses=NOT_FOUND)
+def job_epochs(
+    job_id: KnownJobDep,
+    services: ServicesDep,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Epochs after this one.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EpochPage:
+    """A job's per-epoch metrics, a page at a time, in epoch order."""
+    return read_epochs(services.registry, job_id, after=after, limit=limit)
 
 
 @router.post(
@@ -71,43 +108,30 @@ def get_job(job: JobDep) -> JobPublic:
     dependencies=[AdminAccess],
     responses=error_responses(404, 409),
 )
-def cancel_job(job: JobDep, services: ServicesDep) -> JobPublic:
+def cancel_job(job_id: str, services: ServicesDep) -> JobPublic:
     """Cancel a job: a queued one at once, a running one within one epoch."""
-    return job_public(services.registry.request_cancel(job.id))
+    services.registry.request_cancel(job_id)
+    return read_job(services.registry, job_id)
 
 
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": JOB_EVENT}}}, **NOT_FOUND},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": JOB_EVENT}}},
+        **error_responses(404, 429),
+    },
 )
-def job_events(job: JobDep, services: ServicesDep) -> StreamingResponse:
-    """Server-sent events: a ``job`` event whenever the job changes; ends when it ends."""
+def job_events(
+    job_id: KnownJobDep, services: ServicesDep, last_event_id: LastEventId = 0
+) -> StreamingResponse:
+    """Server-sent events: the job's summary, each epoch once, its status; ends when it ends."""
+    services.events.admit()
     return StreamingResponse(
-        follow_job(services.registry, job.id),
+        services.events.stream(job_id, after=last_event_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-async def follow_job(registry: Registry, job_id: str) -> AsyncIterator[str]:
-    last_seen = None
-    quiet = 0.0
-    while True:
-        job = await run_in_threadpool(registry.get_job, job_id)
-        public = job_public(job)
-        seen = (public.status, public.epoch, public.attempts, public.cancel_requested)
-        if seen != last_seen:
-            last_seen, quiet = seen, 0.0
-            yield f"event: job\ndata: {public.model_dump_json()}\n\n"
-        elif quiet >= KEEPALIVE_SECONDS:
-            quiet = 0.0
-            yield ": keep-alive\n\n"
-        if public.status.is_final:
-            yield f"event: end\ndata: {public.model_dump_json()}\n\n"
-            return
-        await asyncio.sleep(EVENT_POLL_SECONDS)
-        quiet += EVENT_POLL_SECONDS
 
 
 @router.get(
@@ -115,7 +139,9 @@ async def follow_job(registry: Registry, job_id: str) -> AsyncIterator[str]:
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **NOT_FOUND},
 )
-def job_plot(job: JobDep) -> Response:
+def job_plot(job_id: str, services: ServicesDep) -> Response:
     """The job's loss and accuracy curves, one point per epoch, as an SVG image."""
-    svg = job_plot_svg(job_public(job).history, title=f"{job.model_name}, job {job.id[:8]}")
+    job = services.registry.job_summary(job_id).row
+    history = [epoch_public(row) for row in services.registry.job_epochs(job.id)]
+    svg = job_plot_svg(history, title=f"{job.model_name}, job {job.id[:8]}")
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})

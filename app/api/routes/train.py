@@ -10,8 +10,9 @@ from app.api.auth import AdminAccess
 from app.api.bodies import JsonBody, documented
 from app.api.deps import ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
+from app.api.job_views import read_job
 from app.jobs.submit import submit_job
-from app.schemas import JobPublic, TrainRequest, job_public
+from app.schemas import JobPublic, TrainRequest
 
 router = APIRouter(
     tags=["training"],
@@ -40,4 +41,4 @@ def train(
     """Queue a training job; follow it at /jobs/{id} or /jobs/{id}/events."""
     job = submit_job(request, services.settings, services.registry, services.runner)
     response.headers["Location"] = f"/jobs/{job.id}"
-    return job_public(services.registry.get_job(job.id))
+    return read_job(services.registry, job.id)

@@ -8,7 +8,9 @@ const MAX_ROWS = 500; // epochs shown in the table (the newest ones)
 const MAX_MARKERS = 40; // a dot per epoch up to this many epochs, then lines only
 
 const $ = (id) => document.getElementById(id);
-let following = null; // { source: EventSource, job } while a job is followed
+const ETA_EPOCHS = 5; // the ETA between two summaries: the mean of the last epochs' durations
+const RENDER_MS = 100; // epochs that arrive together (a resumed stream) are drawn once
+let following = null; // { source: EventSource, job, history } while a job is followed
 
 // --- talking to the API -------------------------------------------------------------------
 
@@ -207,15 +209,19 @@ async function startTraining(event) {
 
 // --- following a job ----------------------------------------------------------------------
 
+// The stream (GET /jobs/{id}/events): a "job" event with the job's summary first and at
+// each change of status, an "epoch" event per epoch (its id is the epoch: a reconnecting
+// EventSource sends the last as Last-Event-ID and gets only the epochs after it), "end".
 function follow(job, request) {
   if (following) following.source.close();
   const source = new EventSource(`/jobs/${encodeURIComponent(job.id)}/events`);
-  following = { source, job, request, lastStatus: null };
+  following = { source, job, request, history: [], lastStatus: null, pending: null };
   $("cancel-button").disabled = false;
   $("plot-link").href = `/jobs/${encodeURIComponent(job.id)}/plot.svg`;
   $("plot-link").hidden = false;
   renderJob(job);
   source.addEventListener("job", (e) => renderJob(JSON.parse(e.data)));
+  source.addEventListener("epoch", (e) => addEpoch(JSON.parse(e.data)));
   source.addEventListener("end", (e) => {
     source.close();
     const final = JSON.parse(e.data);
@@ -230,6 +236,25 @@ function follow(job, request) {
   };
 }
 
+// An epoch trained again (after a crash) replaces the one of its number, and those after.
+function addEpoch(epoch) {
+  if (!following) return;
+  const { job, history } = following;
+  while (history.length && history[history.length - 1].epoch >= epoch.epoch) history.pop();
+  history.push(epoch);
+  const recent = history.slice(-ETA_EPOCHS);
+  const seconds = recent.reduce((sum, e) => sum + e.seconds, 0) / recent.length;
+  following.job = {
+    ...job,
+    epoch: epoch.epoch,
+    progress: Math.min(epoch.epoch / job.epochs, 1),
+    eta_seconds: job.status === "running" ? seconds * (job.epochs - epoch.epoch) : null,
+  };
+  if (following.pending === null) {
+    following.pending = setTimeout(() => renderJob(following.job), RENDER_MS);
+  }
+}
+
 function setStatus(message, kind = "") {
   const status = $("train-status");
   status.textContent = message;
@@ -237,7 +262,12 @@ function setStatus(message, kind = "") {
 }
 
 function renderJob(job) {
-  if (following) following.job = job;
+  const history = following ? following.history : [];
+  if (following) {
+    clearTimeout(following.pending);
+    following.pending = null;
+    following.job = job;
+  }
   $("train-progress").value = job.progress;
   const eta = job.eta_seconds ? `, about ${Math.ceil(job.eta_seconds)} s left` : "";
   $("progress-label").textContent = `${job.epoch} / ${job.epochs} epochs${eta}`;
@@ -247,12 +277,13 @@ function renderJob(job) {
     const label = { queued: "queued", running: "training" }[job.status];
     if (label) setStatus(`Job ${job.id.slice(0, 8)} for ${job.model_name}: ${label}…`);
   }
-  drawChart(job.history, job.epochs);
-  renderEpochs(job.history);
+  drawChart(history, job.epochs);
+  renderEpochs(history);
 }
 
 function finished(job) {
-  const last = job.history[job.history.length - 1];
+  const history = following ? following.history : [];
+  const last = history[history.length - 1];
   const said = last ? ` Last prediction: “${last.sample_prediction}”.` : "";
   if (job.status === "succeeded") {
     setStatus(`Done: ${job.model_name} version ${job.version} is ready.${said}`, "succeeded");

@@ -1,0 +1,56 @@
+"""Reading jobs for the API: summaries without history unless asked, epochs a page at a time.
+
+A job's history grows by one row an epoch, without bound, and the data it was submitted
+with may be megabytes; every read here costs what it returns: a summary reads neither
+(only the hyperparameters out of the data, and the durations of a running job's last
+five epochs, for its ETA).
+"""
+
+from __future__ import annotations
+
+from app.schemas import EpochPage, JobList, JobPublic, epoch_public, job_public
+from app.store.registry import JobSummary, Registry
+from app.store.tables import JobStatus
+
+
+def recent_seconds(registry: Registry, jobs: list[JobSummary]) -> dict[str, list[float]]:
+    running = [job.row.id for job in jobs if job.row.status == JobStatus.RUNNING]
+    return registry.recent_epoch_seconds_of(running)
+
+
+def public(job: JobSummary, history: bool, seconds: dict[str, list[float]]) -> JobPublic:
+    row = job.row
+    epochs = row.history if history else None
+    return job_public(row, job.hyperparameters, epochs, seconds.get(row.id))
+
+
+def read_job(registry: Registry, job_id: str, *, history: bool = False) -> JobPublic:
+    job = registry.job_summary(job_id, history=history)
+    return public(job, history, recent_seconds(registry, [job]))
+
+
+def read_jobs(
+    registry: Registry,
+    *,
+    status: JobStatus | None,
+    model_name: str | None,
+    limit: int,
+    offset: int,
+    history: bool = False,
+) -> JobList:
+    jobs, total = registry.list_jobs(
+        status=status, model_name=model_name, limit=limit, offset=offset, history=history
+    )
+    seconds = recent_seconds(registry, jobs)
+    items = [public(job, history, seconds) for job in jobs]
+    return JobList(items=items, total=total, limit=limit, offset=offset)
+
+
+def read_epochs(registry: Registry, job_id: str, *, after: int, limit: int) -> EpochPage:
+    rows = registry.job_epochs(job_id, after=after, limit=limit)
+    return EpochPage(
+        items=[epoch_public(row) for row in rows],
+        after=after,
+        limit=limit,
+        next_after=rows[-1].epoch if len(rows) == limit else None,
+    )
