@@ -109,7 +109,9 @@ class StatementCounter:
         self._lock = threading.Lock()
         event.listen(engine, "before_cursor_execute", self._seen)
 
-    def _seen(self, *_: Any) -> None:
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("BEGIN"):  # SQLite's transactions, begun by hand (db.py)
+            return
         with self._lock:
             self.count += 1
 
