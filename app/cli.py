@@ -118,7 +118,14 @@ def serve(
             "clients use"
         )
 
-    uvicorn.run("app.main:app", host=host, port=port, log_level=log_level, access_log=access_log)
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        limit_concurrency=settings.max_connections,  # idle connections cost memory too
+    )
 
 
 @cli.command()

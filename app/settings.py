@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(
         1000, ge=1, le=1_000_000, description="Event streams open at once; more get 429."
     )
+    max_connections: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="Connections `charnn serve` holds open at once (event streams included); "
+        "beyond that new requests get 503.",
+    )
     worker_torch_threads: int = Field(
         0,
         ge=0,

@@ -25,7 +25,15 @@ import pytest
 from app.ml.checkpoint import Checkpoint
 from app.ml.data import text_dataset
 from app.ml.hyperparameters import Hyperparameters
-from tests.conftest import LiveServer, train_in_process
+from tests.conftest import (
+    TEST_SETTINGS,
+    LiveServer,
+    ServiceProcess,
+    charnn_command,
+    charnn_environment,
+    free_port,
+    train_in_process,
+)
 
 KEY = "predict-key-0123456789abcdef"
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -332,3 +340,35 @@ def test_the_largest_training_body_is_parsed_off_the_event_loop(
     figures = (statistics.median(latencies), max(latencies))
     assert statistics.median(latencies) < HEALTHZ_BOUND_S / 4, figures
     assert max(latencies) < TRAIN_BODY_WORST_S, figures
+
+
+def test_idle_connections_are_bounded(tmp_path: Path) -> None:
+    port = free_port()
+    env = charnn_environment(
+        {"store_dir": tmp_path / "store", **TEST_SETTINGS, "max_connections": 4}
+    )
+    command = [*charnn_command(), "serve", "--port", str(port), "--no-access-log"]
+    server = ServiceProcess(command, env, tmp_path / "serve.log")
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        wait_until(lambda: httpx.get(url).status_code == 200, what="charnn serve")
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        time.sleep(0.2)
+        assert httpx.get(url).status_code == 503  # a fifth is told to come back
+        for sock in idle:
+            sock.close()
+        wait_until(lambda: httpx.get(url).status_code == 200, what="room again")
+    finally:
+        server.stop()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
