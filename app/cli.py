@@ -105,6 +105,7 @@ def serve(
 
     from app.api.auth import LOCAL_ONLY, is_loopback
     from app.api.guard import LOOPBACK_NAMES
+    from app.http_protocol import bounded_protocol
     from app.settings import get_settings
 
     settings = get_settings()
@@ -125,6 +126,7 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         limit_concurrency=settings.max_connections,  # idle connections cost memory too
+        http=bounded_protocol(settings.max_header_bytes),
     )
 
 

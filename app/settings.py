@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(
         1000, ge=1, le=1_000_000, description="Event streams open at once; more get 429."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Size of a request's URL and headers under `charnn serve`; 400 beyond.",
+    )
     max_connections: int = Field(
         2000,
         ge=1,

@@ -7,6 +7,7 @@ what was measured.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import statistics
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -342,24 +343,65 @@ def test_the_largest_training_body_is_parsed_off_the_event_loop(
     assert max(latencies) < TRAIN_BODY_WORST_S, figures
 
 
-def test_idle_connections_are_bounded(tmp_path: Path) -> None:
-    port = free_port()
-    env = charnn_environment(
-        {"store_dir": tmp_path / "store", **TEST_SETTINGS, "max_connections": 4}
-    )
-    command = [*charnn_command(), "serve", "--port", str(port), "--no-access-log"]
-    server = ServiceProcess(command, env, tmp_path / "serve.log")
-    url = f"http://127.0.0.1:{port}/healthz"
-    try:
+class Served(NamedTuple):
+    process: ServiceProcess
+    port: int
+
+
+@pytest.fixture
+def charnn_serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """``charnn_serve(**settings)``: the service as ``charnn serve`` runs it (its own
+    protocol and connection bounds), ready."""
+    started: list[ServiceProcess] = []
+
+    def start(**settings: Any) -> Served:
+        port = free_port()
+        env = charnn_environment({"store_dir": tmp_path / "store", **TEST_SETTINGS, **settings})
+        command = [*charnn_command(), "serve", "--port", str(port), "--no-access-log"]
+        server = ServiceProcess(command, env, tmp_path / f"serve-{len(started)}.log")
+        started.append(server)
+        url = f"http://127.0.0.1:{port}/healthz"
         wait_until(lambda: httpx.get(url).status_code == 200, what="charnn serve")
-        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
-        time.sleep(0.2)
-        assert httpx.get(url).status_code == 503  # a fifth is told to come back
-        for sock in idle:
-            sock.close()
-        wait_until(lambda: httpx.get(url).status_code == 200, what="room again")
-    finally:
+        return Served(server, port)
+
+    yield start
+    for server in started:
         server.stop()
+
+
+def test_idle_connections_are_bounded(charnn_serve: Callable[..., Served]) -> None:
+    port = charnn_serve(max_connections=4).port
+    url = f"http://127.0.0.1:{port}/healthz"
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    time.sleep(0.2)
+    assert httpx.get(url).status_code == 503  # a fifth is told to come back
+    for sock in idle:
+        sock.close()
+    wait_until(lambda: httpx.get(url).status_code == 200, what="room again")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_head_that_never_ends_is_cut_off(charnn_serve: Callable[..., Served]) -> None:
+    server, port = charnn_serve()  # CHARNN_MAX_HEADER_BYTES: 64 KiB
+    before = rss_mib(server.pid)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        with contextlib.suppress(OSError):  # the server closes on us: that is the point
+            for i in range(2000):  # 20 MB of header lines, if nobody stops them
+                sock.sendall(b"X-Pad-%d: %s\r\n" % (i, b"a" * 10_000))
+                sent += 10_000
+        head = read_response_head(sock)
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert sent < 8_000_000  # cut off (kernel buffers aside), not read to the end
+    assert rss_mib(server.pid) - before < 16
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
