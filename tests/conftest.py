@@ -273,6 +273,14 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
         yield test_client
 
 
+def proc_status_mib(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of a process, in MiB, from /proc (VmRSS now, VmHWM its peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 # --- a real server ------------------------------------------------------------------------------
 
 

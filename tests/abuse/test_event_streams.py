@@ -32,7 +32,7 @@ from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
 from app.store.tables import EpochRow, JobRow, JobStatus, utcnow
-from tests.conftest import LiveServer, epoch_metrics, long_body
+from tests.conftest import LiveServer, epoch_metrics, long_body, proc_status_mib
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 HISTORY = 4000  # epochs recorded before anyone follows
@@ -50,13 +50,6 @@ MAX_SUMMARY_EVENT_BYTES = 2000
 MAX_RSS_GROWTH_MIB = 64.0
 MAX_HEALTHZ_SECONDS = 1.0
 SHUTDOWN_SECONDS = 5.0
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def metric(http: httpx.Client, name: str) -> float:
@@ -138,7 +131,7 @@ class Probe(threading.Thread):
                 started = time.perf_counter()
                 assert http.get("/healthz").status_code == 200
                 self.latencies.append(time.perf_counter() - started)
-                self.rss.append(rss_mib(self.server.pid))
+                self.rss.append(proc_status_mib(self.server.pid))
 
 
 def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -229,7 +222,7 @@ def test_twenty_followers_of_a_long_job_cost_what_is_new(
     warm = Follower(server.base_url, job_id, last_event_id=HISTORY - 10)
     warm.start()  # the first stream loads the code every stream runs
     wait_until(lambda: warm.last_epoch == HISTORY, 60, "the warm-up stream")
-    baseline = rss_mib(server.pid)
+    baseline = proc_status_mib(server.pid)
     probe = Probe(server)
     probe.start()
 
@@ -237,7 +230,7 @@ def test_twenty_followers_of_a_long_job_cost_what_is_new(
     for follower in followers:
         follower.start()
     wait_until(lambda: all(f.last_epoch == HISTORY for f in followers), 120, "the backlogs")
-    after_backlogs = rss_mib(server.pid)
+    after_backlogs = proc_status_mib(server.pid)
     assert metric(server.http, "charnn_event_streams") == FOLLOWERS + 1  # and the warm one
     before, started = metric(server.http, STATEMENTS), time.monotonic()
     record(registry, job_id, range(HISTORY + 1, HISTORY + LIVE + 1), pause=0.05)

@@ -33,6 +33,7 @@ from tests.conftest import (
     charnn_command,
     charnn_environment,
     free_port,
+    proc_status_mib,
     train_in_process,
 )
 
@@ -380,16 +381,9 @@ def test_idle_connections_are_bounded(charnn_serve: Callable[..., Served]) -> No
     wait_until(lambda: httpx.get(url).status_code == 200, what="room again")
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_a_head_that_never_ends_is_cut_off(charnn_serve: Callable[..., Served]) -> None:
     server, port = charnn_serve()  # CHARNN_MAX_HEADER_BYTES: 64 KiB
-    before = rss_mib(server.pid)
+    before = proc_status_mib(server.pid)
     sent = 0
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -400,7 +394,7 @@ def test_a_head_that_never_ends_is_cut_off(charnn_serve: Callable[..., Served]) 
         head = read_response_head(sock)
     assert head.startswith(b"HTTP/1.1 400"), head
     assert sent < 8_000_000  # cut off (kernel buffers aside), not read to the end
-    assert rss_mib(server.pid) - before < 16
+    assert proc_status_mib(server.pid) - before < 16
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
 

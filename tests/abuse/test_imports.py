@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from app.ml.checkpoint import META_FILE, WEIGHTS_FILE, Checkpoint, save_checkpoint
-from tests.conftest import ROOT, LiveServer
+from tests.conftest import ROOT, LiveServer, proc_status_mib
 from tests.mounts import fill, read_only, small_disk
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -50,13 +50,6 @@ def report(name: str, figures: dict[str, Any]) -> None:
     path = ARTIFACTS / "imports.json"
     reported = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps({**reported, name: figures}, indent=2) + "\n")
-
-
-def proc_status_mib(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} for {pid}")
 
 
 def reset_peak_rss(pid: int) -> None:

@@ -16,17 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import proc_status_mib
+
 JOBS = 30
 WARM_UP_JOBS = 5
 BUDGET_MIB = 64.0
 FINAL = {"succeeded", "failed", "cancelled"}
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +69,8 @@ def test_thirty_jobs_under_predict_traffic_end_well_in_flat_memory(
         job = deployment.http.post("/train", json=body).json()
         statuses.append(wait_for_job(deployment.http, job["id"], timeout=120)["status"])
         if number in (WARM_UP_JOBS, JOBS):
-            memory["worker"].append(rss_mib(worker.pid))
-            memory["api"].append(rss_mib(deployment.api.pid))
+            memory["worker"].append(proc_status_mib(worker.pid))
+            memory["api"].append(proc_status_mib(deployment.api.pid))
     traffic.stop.set()
     traffic.thread.join(30)
 
