@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     max_epochs: int = Field(10_000, ge=1, le=100_000, description="hyperparameters.epochs.")
     max_seq_len: int = Field(1024, ge=1, le=4096, description="hyperparameters.seq_len.")
     max_batch_size: int = Field(1024, ge=1, le=4096, description="hyperparameters.batch_size.")
+    max_inference_cost: float = Field(
+        2e11,
+        gt=0,
+        description="Parameters x characters one predict or generate call may run through a "
+        "model (its compute, a few seconds of a CPU core at the default).",
+    )
     max_training_cost: float = Field(
         2e13,
         gt=0,

@@ -136,6 +136,17 @@ class Serving:
                 "CHARNN_MAX_PREDICT_VALUES",
             )
 
+    def check_cost(self, field: str, characters: int, row: VersionRow) -> None:
+        """Refuse a call whose forward passes would hold the compute thread too long."""
+        cost, limit = characters * row.parameters, self.settings.max_inference_cost
+        if cost > limit:
+            raise LimitExceededError(
+                field,
+                f"{characters} characters through a model of {row.parameters} parameters = "
+                f"{cost:.3g}, at most {limit:.3g}; send fewer characters per request",
+                "CHARNN_MAX_INFERENCE_COST",
+            )
+
     # --- the two operations ---------------------------------------------------------------------
 
     async def predict(
@@ -150,6 +161,7 @@ class Serving:
         self.check_inputs("inputs", inputs)
         self.check_reported_values(inputs, top_k, probabilities)
         row = await self.version(model_name, version)
+        self.check_cost("inputs", sum(map(len, inputs)), row)
         predictor = await self.predictor(model_name, row)
         ids = predictor.vocab.encode_inputs(inputs)  # unknown characters fail this request only
         batcher = self.batcher(model_name, row, predictor)
@@ -177,6 +189,7 @@ class Serving:
                 "CHARNN_MAX_GENERATE_LENGTH",
             )
         row = await self.version(model_name, version)
+        self.check_cost("length", len(prompt) + length, row)
         predictor = await self.predictor(model_name, row)
         sample = partial(predictor.generate, prompt, length, temperature=temperature, seed=seed)
         return row, await asyncio.get_running_loop().run_in_executor(self.compute, sample)

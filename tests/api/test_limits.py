@@ -10,6 +10,7 @@ import pytest
 
 from app.main import create_app
 from app.ml.checkpoint import Checkpoint
+from app.ml.model import estimate_parameters
 from app.settings import Settings
 from tests.conftest import TestClient, long_body
 
@@ -119,6 +120,36 @@ def test_a_key_predicting_too_fast_is_slowed_down(
     assert statuses[-1].status_code == 429
     assert statuses[-1].headers["Retry-After"] == "1"
     assert "CHARNN_PREDICT_RATE_PER_KEY" in statuses[-1].json()["detail"]
+
+
+def test_the_compute_of_a_predict_or_generate_has_a_limit(
+    limited: Callable[..., TestClient],
+    publish: Callable[[str, Checkpoint], int],
+    hello_model: Checkpoint,
+    fox_model: Checkpoint,
+) -> None:
+    publish("hello", hello_model)
+    publish("fox", fox_model)
+    hello, fox = (estimate_parameters(m.config) for m in (hello_model, fox_model))
+    client = limited(max_inference_cost=100 * hello)  # 100 characters through "hello"
+
+    ok = client.post("/predict", json={"model_name": "hello", "inputs": ["hello"] * 20})
+    assert ok.status_code == 200
+    too_much = {"model_name": "hello", "inputs": ["hello"] * 20 + ["h"]}
+    refused = client.post("/predict", json=too_much)
+    assert refused.status_code == 422
+    (error,) = refused.json()["detail"]
+    assert error["loc"] == ["body", "inputs"]
+    assert f"101 characters through a model of {hello} parameters" in error["msg"]
+    assert "CHARNN_MAX_INFERENCE_COST" in error["msg"]
+
+    length = 100 * hello // fox  # "fox" is larger: it may write fewer characters
+    body = {"model_name": "fox", "prompt": "the", "length": length}
+    refused = client.post("/generate", json=body)
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "length"]
+    body["length"] = length - 3
+    assert client.post("/generate", json=body).status_code == 200
 
 
 def test_a_job_past_its_wall_clock_limit_fails_with_the_reason(
