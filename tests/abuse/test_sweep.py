@@ -91,3 +91,19 @@ def test_versions_served_one_after_another_stay_within_the_model_cache(
         assert answer.status_code == 200, answer.text
     grown = rss_mib(server.pid) - before
     assert grown < 4 * weights_mib, f"{grown:.0f} MiB for {versions} versions of {weights_mib:.1f}"
+
+
+def test_request_methods_a_client_makes_up_add_no_metric_series(
+    monkeypatch: pytest.MonkeyPatch, start_server: Callable[..., LiveServer]
+) -> None:
+    """Before: under uvicorn's h11 protocol (``--http h11``, or no httptools installed) any
+    token is a method, and each one a client made up added 17 series to /metrics (a
+    histogram and a counter): unbounded label values. After: they count as ``OTHER``."""
+    monkeypatch.setenv("UVICORN_HTTP", "h11")
+    server = start_server()
+    made_up = [f"X{n}" for n in range(20)]
+    for method in made_up:
+        assert server.http.request(method, "/models").status_code == 405
+    metrics = server.http.get("/metrics").text
+    assert not [m for m in made_up if f'method="{m}"' in metrics]
+    assert 'charnn_http_requests_total{method="OTHER",route="/models",status="405"} 20.0' in metrics
