@@ -6,12 +6,13 @@ grew) before its fix, and answers a 4xx that names the field (or stays bounded) 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from app.ml.checkpoint import Checkpoint
+from app.ml.checkpoint import META_FILE, WEIGHTS_FILE, Checkpoint, save_checkpoint
 from app.ml.data import text_dataset
 from app.ml.hyperparameters import Hyperparameters
 from tests.conftest import LiveServer, train_in_process
@@ -107,3 +108,28 @@ def test_request_methods_a_client_makes_up_add_no_metric_series(
     metrics = server.http.get("/metrics").text
     assert not [m for m in made_up if f'method="{m}"' in metrics]
     assert 'charnn_http_requests_total{method="OTHER",route="/models",status="405"} 20.0' in metrics
+
+
+@pytest.mark.parametrize("epoch", [2**31, 2**63])
+def test_an_import_declaring_more_epochs_than_the_registry_can_count_is_a_422(
+    tmp_path: Path,
+    hello_model: Checkpoint,
+    start_server: Callable[..., LiveServer],
+    epoch: int,
+) -> None:
+    """Before: 2**63 answered 500 on SQLite (OverflowError at the insert), 2**31 was stored
+    on SQLite and answered 500 on PostgreSQL (``versions.epochs`` is a 32-bit integer)."""
+    save_checkpoint(hello_model, tmp_path / "export")
+    meta = json.loads((tmp_path / "export" / META_FILE).read_text())
+    meta["epoch"] = epoch
+    weights = (tmp_path / "export" / WEIGHTS_FILE).read_bytes()
+    server = start_server()
+    answer = server.http.post(
+        "/models/odd/versions",
+        files={"checkpoint": (META_FILE, json.dumps(meta)), "weights": (WEIGHTS_FILE, weights)},
+    )
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "checkpoint"]
+    assert "epoch: Input should be less than or equal to 2147483647" in error["msg"]
+    assert list((server.store_dir / "models").iterdir()) == []
