@@ -7,9 +7,13 @@ grew) before its fix, and answers a 4xx that names the field (or stays bounded) 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.ml.checkpoint import META_FILE, WEIGHTS_FILE, Checkpoint, save_checkpoint
@@ -133,3 +137,40 @@ def test_an_import_declaring_more_epochs_than_the_registry_can_count_is_a_422(
     assert error["loc"] == ["body", "checkpoint"]
     assert "epoch: Input should be less than or equal to 2147483647" in error["msg"]
     assert list((server.store_dir / "models").iterdir()) == []
+
+
+def test_a_download_racing_the_deletion_of_its_version_is_a_404(
+    tmp_path: Path,
+    hello_model: Checkpoint,
+    publish_model: Callable[[Path, str, Checkpoint], int],
+    start_server: Callable[..., LiveServer],
+) -> None:
+    """Before: a download that found the version's row, then not its files (deleted in
+    between), answered 503 "the stored checkpoint failed verification" and logged an error,
+    as if the store were damaged (1 in about 400 downloads racing a delete; a FileResponse
+    that lost its file between the route and its own stat answered 500)."""
+    store = tmp_path / "store"
+    rounds = 12
+    for _ in range(rounds):
+        publish_model(store, "hello", hello_model)
+    server = start_server(store)
+    answers: Counter[int] = Counter()
+
+    def download(version: int, until: float) -> None:
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            while time.monotonic() < until:
+                for filename in (META_FILE, WEIGHTS_FILE):
+                    url = f"/models/hello/versions/{version}/files/{filename}"
+                    answers[http.get(url).status_code] += 1
+
+    for version in range(1, rounds + 1):
+        until = time.monotonic() + 0.6
+        threads = [threading.Thread(target=download, args=(version, until)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        assert server.http.delete(f"/models/hello/versions/{version}").status_code == 204
+        for thread in threads:
+            thread.join()
+    assert set(answers) == {200, 404}, answers
+    assert "failed verification" not in server.log
