@@ -101,9 +101,17 @@ def message(status_code: int, exc: Exception, **headers: str) -> JSONResponse:
 
 
 async def handle_invalid_request(_request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's own 422, made safe to encode whatever the request held."""
+    """FastAPI's own 422, made safe to encode whatever the request held.
+
+    A body that is not JSON (``text/plain``, a form, no JSON type) reaches the validator
+    as bytes, which need not be UTF-8: FastAPI's encoder would decode them strictly.
+    """
     assert isinstance(exc, RequestValidationError)
-    return unprocessable(jsonable_encoder(exc.errors()))
+    return unprocessable(jsonable_encoder(exc.errors(), custom_encoder={bytes: _bytes_as_text}))
+
+
+def _bytes_as_text(value: bytes) -> str:
+    return value.decode("utf-8", "backslashreplace")
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:

@@ -58,6 +58,10 @@ class Metrics:
         )
 
 
+# the methods labelled as themselves; under h11 any token is a method a client may send
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -83,7 +87,8 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
+            # a label value per method a client makes up would grow /metrics without end
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
             self.metrics.requests.labels(method, route, str(status)).inc()
             request_id.reset(token)

@@ -83,7 +83,8 @@ class CheckpointMeta(BaseModel):
     config: ModelConfig
     hyperparameters: Hyperparameters
     vocab: Vocab
-    epoch: int = Field(ge=0)
+    # the registry counts a version's epochs in a 32-bit integer (PostgreSQL's INTEGER)
+    epoch: int = Field(ge=0, le=2**31 - 1)
     history: list[EpochMetrics]
     files: dict[str, FileDigest]
     training: TrainingMeta | None = None

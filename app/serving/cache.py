@@ -40,6 +40,11 @@ class ModelCache:
                 self._loaded.move_to_end(key)
             return predictor
 
+    def holds(self, key: Key, predictor: Predictor) -> bool:
+        """Whether ``predictor`` is still the loaded one of ``key`` (the LRU order untouched)."""
+        with self._lock:
+            return self._loaded.get(key) is predictor
+
     def get(self, model_name: str, directory: str) -> Predictor:
         """The predictor of a version, loading (and verifying) it on first use."""
         key = (model_name, directory)

@@ -97,6 +97,11 @@ class Serving:
         key = (model_name, row.directory)
         batcher = self._batchers.get(key)
         if batcher is None or batcher.predictor is not predictor:
+            # a batcher holds its predictor: keep none of a version the LRU has let go,
+            # or every version ever served stays in memory past CHARNN_MODEL_CACHE_SIZE
+            self._batchers = {
+                k: b for k, b in self._batchers.items() if self.cache.holds(k, b.predictor)
+            }
             batcher = Batcher(
                 predictor,
                 self.compute,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO, Literal
 
 import anyio
 from fastapi import APIRouter, Path, Request, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import AdminAccess, ReadAccess
@@ -40,6 +42,7 @@ BUSY = error_responses(404, 409)
 NamePath = Annotated[ModelName, Path(description="The model's name.")]
 VersionPath = Annotated[int, Path(ge=1, le=VERSION_MAX, description="Version number, from 1.")]
 CheckpointFile = Literal["checkpoint.json", "weights.safetensors"]
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
 
 
 @router.get("", response_model=list[ModelSummary])
@@ -103,14 +106,31 @@ def delete_version(name: NamePath, version: VersionPath, services: ServicesDep) 
 )
 def download_file(
     name: NamePath, version: VersionPath, filename: CheckpointFile, services: ServicesDep
-) -> FileResponse:
+) -> StreamingResponse:
     """Download one file of a version's checkpoint (its JSON or its safetensors weights)."""
     row = services.registry.get_version(name, version)
     path = services.layout.version_dir(name, row.directory) / filename
-    if not path.is_file():
-        raise CheckpointError(f"{filename} of {name} version {version} is missing from the store")
+    try:
+        # answered from this open file: a delete from now on cannot take it from the answer
+        file = path.open("rb")
+    except OSError:
+        services.registry.get_version(name, version)  # deleted since its row was read: 404
+        raise CheckpointError(
+            f"{filename} of {name} version {version} is missing from the store"
+        ) from None
+    size = os.fstat(file.fileno()).st_size
     media = "application/json" if filename == META_FILE else "application/octet-stream"
-    return FileResponse(path, media_type=media, filename=f"{name}-v{version}-{filename}")
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{name}-v{version}-{filename}"',
+    }
+    return StreamingResponse(_chunks(file), media_type=media, headers=headers)
+
+
+def _chunks(file: BinaryIO) -> Iterator[bytes]:
+    with file:
+        while chunk := file.read(DOWNLOAD_CHUNK_BYTES):
+            yield chunk
 
 
 IMPORT_FILES = {
