@@ -205,11 +205,14 @@ def test_a_job_leaves_its_history_out_unless_asked(recorded: tuple[TestClient, s
     plain = client.get(f"/jobs/{job_id}").json()
     full = client.get(f"/jobs/{job_id}?history=true").json()
     listed = client.get("/jobs?model_name=recorded").json()["items"]
-    listed_full = client.get("/jobs?model_name=recorded&history=true").json()["items"]
+    listed_full = client.get("/jobs?model_name=recorded&history=true&limit=10").json()["items"]
+    too_many = client.get("/jobs?history=true&limit=11")
 
     assert (plain["history"], plain["epoch"], listed[0]["history"]) == (None, 250, None)
     assert [e["epoch"] for e in full["history"]] == list(range(1, 251))
     assert listed_full[0]["history"] == full["history"]
+    assert too_many.status_code == 422  # histories of many jobs at once: megabytes each
+    assert too_many.json()["detail"][0]["loc"] == ["query", "limit"]
     assert {k: v for k, v in full.items() if k != "history"} == {
         k: v for k, v in plain.items() if k != "history"
     }

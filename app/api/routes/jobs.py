@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.auth import AdminAccess, ReadAccess
@@ -65,6 +66,9 @@ LastEventId = Annotated[
 ]
 
 
+HISTORY_PAGE_MAX = 10  # jobs listed with their histories at once: each may be megabytes
+
+
 @router.get("", response_model=JobList)
 def list_jobs(
     services: ServicesDep,
@@ -75,6 +79,15 @@ def list_jobs(
     history: HistoryQuery = False,
 ) -> JobList:
     """Jobs, newest first, optionally filtered by status and model."""
+    if history and limit > HISTORY_PAGE_MAX:
+        message = (
+            f"at most {HISTORY_PAGE_MAX} jobs a page with history=true (each may hold "
+            f"{services.settings.max_epochs} epochs); page one job's history with "
+            "GET /jobs/{id}/epochs"
+        )
+        raise RequestValidationError(
+            [{"type": "invalid_request", "loc": ("query", "limit"), "msg": message, "input": limit}]
+        )
     return read_jobs(
         services.registry,
         status=status,
