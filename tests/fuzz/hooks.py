@@ -7,7 +7,7 @@ a training job's total cost and total characters stay under their limits, genera
 needs a model trained on text, an imported checkpoint's files are a checkpoint. charnn
 refuses a request that breaks one with a 422 whose ``type`` names the rule.
 
-The configuration lets ``positive_data_acceptance`` take a 422 from the four operations
+The configuration lets ``positive_data_acceptance`` take a 422 from the five operations
 that have such rules, and only those; ``semantic_refusals_only`` then fails any of those
 422s (to a schema-valid request) that refuses anything else. So a 422 for a reason
 the schema could have stated, e.g. a pydantic error, still fails the run. (One more
@@ -33,8 +33,21 @@ SEMANTIC_REFUSALS: dict[str, frozenset[str]] = {
             "limit_exceeded:CHARNN_MAX_TRAINING_CHARS",  # summed over every pair
         }
     ),
-    "POST /predict": frozenset({"unknown_character"}),  # the model's vocabulary
-    "POST /generate": frozenset({"unknown_character", "message"}),  # message: trained on pairs
+    "POST /predict": frozenset(
+        {
+            "unknown_character",  # the model's vocabulary
+            "limit_exceeded:CHARNN_MAX_PREDICT_VALUES",  # characters x (top_k + probabilities)
+            "limit_exceeded:CHARNN_MAX_INFERENCE_COST",  # characters x the model's parameters
+        }
+    ),
+    "POST /generate": frozenset(
+        {
+            "unknown_character",
+            "message",  # trained on pairs
+            "limit_exceeded:CHARNN_MAX_INFERENCE_COST",  # (prompt + length) x parameters
+        }
+    ),
+    "GET /jobs": frozenset({"invalid_request"}),  # history=true with a limit over 10
     "POST /models/{name}/versions": frozenset({"invalid_request"}),  # the files' contents
 }
 SETTING = re.compile(r"\(limit set by (CHARNN_[A-Z_]+)\)")
