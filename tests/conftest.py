@@ -413,6 +413,23 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+@pytest.fixture
+def serve_models(
+    tmp_path: Path, start_server: Callable[..., LiveServer]
+) -> Callable[..., LiveServer]:
+    """``serve_models({"hello": checkpoint}, versions=1, **settings)``: a ready real server on
+    a fresh store holding these models, each published ``versions`` times."""
+
+    def serve(models: dict[str, Checkpoint], versions: int = 1, **settings: Any) -> LiveServer:
+        store = tmp_path / "store"
+        for name, checkpoint in models.items():
+            for _ in range(versions):
+                publish_to(store, name, checkpoint)
+        return start_server(store, **settings)
+
+    return serve
+
+
 # --- the scaled-out deployment: PostgreSQL, Redis, `charnn worker` processes ------------------
 
 PG_ADMIN_URL = os.environ.get(

@@ -55,15 +55,8 @@ def wide_model() -> Checkpoint:
 
 
 @pytest.fixture
-def wide_server(
-    tmp_path: Path,
-    wide_model: Checkpoint,
-    publish_model: Callable[[Path, str, Checkpoint], int],
-    start_server: Callable[..., LiveServer],
-) -> LiveServer:
-    store = tmp_path / "store"
-    publish_model(store, "wide", wide_model)
-    return start_server(store)
+def wide_server(wide_model: Checkpoint, serve_models: Callable[..., LiveServer]) -> LiveServer:
+    return serve_models({"wide": wide_model})
 
 
 HEALTHZ_PROBE = """
@@ -234,14 +227,9 @@ def test_every_keyed_route_refuses_from_the_headers(
 
 
 def test_a_page_on_another_site_cannot_drive_a_service_without_keys(
-    start_server: Callable[..., LiveServer],
-    tmp_path: Path,
-    hello_model: Checkpoint,
-    publish_model: Callable[[Path, str, Checkpoint], int],
+    serve_models: Callable[..., LiveServer], hello_model: Checkpoint
 ) -> None:
-    store = tmp_path / "store"
-    publish_model(store, "hello", hello_model)
-    server = start_server(store)
+    server = serve_models({"hello": hello_model})
     http = server.http
     files = {"checkpoint": ("checkpoint.json", b"{}"), "weights": ("weights.safetensors", b"")}
 

@@ -19,21 +19,14 @@ import pytest
 from app.ml.checkpoint import META_FILE, WEIGHTS_FILE, Checkpoint, save_checkpoint
 from app.ml.data import text_dataset
 from app.ml.hyperparameters import Hyperparameters
-from tests.conftest import LiveServer, train_in_process
+from tests.conftest import LiveServer, proc_status_mib, train_in_process
 
 NOT_UTF8 = b"\xff\xfe{not json"
 
 
 @pytest.fixture
-def hello_server(
-    tmp_path: Path,
-    hello_model: Checkpoint,
-    publish_model: Callable[[Path, str, Checkpoint], int],
-    start_server: Callable[..., LiveServer],
-) -> LiveServer:
-    store = tmp_path / "store"
-    publish_model(store, "hello", hello_model)
-    return start_server(store)
+def hello_server(hello_model: Checkpoint, serve_models: Callable[..., LiveServer]) -> LiveServer:
+    return serve_models({"hello": hello_model})
 
 
 CONTENT_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
@@ -55,13 +48,6 @@ def test_a_body_that_is_neither_json_nor_utf8_is_refused_with_a_422(
     assert "Traceback" not in hello_server.log
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 @pytest.fixture(scope="module")
 def big_model() -> Checkpoint:
     """An LSTM of 3.2 M parameters (12.7 MB of weights), trained for one short epoch."""
@@ -70,10 +56,7 @@ def big_model() -> Checkpoint:
 
 
 def test_versions_served_one_after_another_stay_within_the_model_cache(
-    tmp_path: Path,
-    big_model: Checkpoint,
-    publish_model: Callable[[Path, str, Checkpoint], int],
-    start_server: Callable[..., LiveServer],
+    big_model: Checkpoint, serve_models: Callable[..., LiveServer]
 ) -> None:
     """CHARNN_MODEL_CACHE_SIZE bounds the versions a server holds, whatever clients ask for.
 
@@ -82,19 +65,16 @@ def test_versions_served_one_after_another_stay_within_the_model_cache(
     for 8 versions of 12.1 MiB, with a cache of one). After: +32 MiB for 16 versions (the
     one loaded, the one loading, the allocator's slack), the same for 8.
     """
-    store = tmp_path / "store"
     versions = 16
-    for _ in range(versions):
-        publish_model(store, "big", big_model)
-    server = start_server(store, model_cache_size=1)
+    server = serve_models({"big": big_model}, versions=versions, model_cache_size=1)
     weights_mib = sum(t.numel() * t.element_size() for t in big_model.weights.values()) / 2**20
     body = {"model_name": "big", "inputs": ["hello"], "version": 1}
     assert server.http.post("/predict", json=body).status_code == 200
-    before = rss_mib(server.pid)
+    before = proc_status_mib(server.pid)
     for version in range(1, versions + 1):
         answer = server.http.post("/predict", json={**body, "version": version})
         assert answer.status_code == 200, answer.text
-    grown = rss_mib(server.pid) - before
+    grown = proc_status_mib(server.pid) - before
     assert grown < 4 * weights_mib, f"{grown:.0f} MiB for {versions} versions of {weights_mib:.1f}"
 
 
@@ -140,20 +120,14 @@ def test_an_import_declaring_more_epochs_than_the_registry_can_count_is_a_422(
 
 
 def test_a_download_racing_the_deletion_of_its_version_is_a_404(
-    tmp_path: Path,
-    hello_model: Checkpoint,
-    publish_model: Callable[[Path, str, Checkpoint], int],
-    start_server: Callable[..., LiveServer],
+    hello_model: Checkpoint, serve_models: Callable[..., LiveServer]
 ) -> None:
     """Before: a download that found the version's row, then not its files (deleted in
     between), answered 503 "the stored checkpoint failed verification" and logged an error,
     as if the store were damaged (1 in about 400 downloads racing a delete; a FileResponse
     that lost its file between the route and its own stat answered 500)."""
-    store = tmp_path / "store"
     rounds = 12
-    for _ in range(rounds):
-        publish_model(store, "hello", hello_model)
-    server = start_server(store)
+    server = serve_models({"hello": hello_model}, versions=rounds)
     answers: Counter[int] = Counter()
 
     def download(version: int, until: float) -> None:
