@@ -3,23 +3,42 @@
 #   docker build -t charnn .                                   CPU build of PyTorch
 #   docker build -t charnn:cuda \
 #     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .   CUDA build
-ARG PYTHON_VERSION=3.11
+# Without registry access (air-gapped), from a local base image and a wheelhouse:
+#   pip download --only-binary=:all: -d wheelhouse -r requirements.lock \
+#       torch==2.13.0 setuptools wheel                              on a machine with an index
+#   docker build -t charnn --build-arg BASE_IMAGE=my-python:3.11 \
+#     --build-arg WHEELS_ONLY=1 .
+# BASE_IMAGE needs python3 (3.11, with venv) and useradd; Debian's python3-venv and
+# passwd packages are enough.
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Non-empty: install only from wheelhouse/, never from an index.
+ARG WHEELS_ONLY=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_FIND_LINKS=/wheels \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv \
- && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" \
-        --extra-index-url https://pypi.org/simple
+COPY wheelhouse/ /wheels/
+# WHEELS_ONLY holds pip to wheelhouse/ through the virtual environment's own pip.conf,
+# removed once everything is installed.
+# Three layers, slowest-changing first: torch (its own index), the locked dependencies,
+# then charnn itself, so a code change reinstalls nothing but charnn.
+RUN python3 -m venv /opt/venv \
+ && if [ -n "$WHEELS_ONLY" ]; then printf '[global]\nno-index = true\n' >/opt/venv/pip.conf; fi \
+ && pip install --no-deps "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
+COPY requirements.lock /src/
+RUN pip install --requirement /src/requirements.lock
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install .
+RUN pip install --no-deps . \
+ && pip check \
+ && rm -f /opt/venv/pip.conf
 
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 RUN useradd --create-home --uid 10001 charnn \
  && mkdir -p /data/models_store \
  && chown charnn:charnn /data/models_store

@@ -20,6 +20,7 @@ test: install-dev lint typecheck unit
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck:
 	$(BIN)/mypy
