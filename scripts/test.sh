@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
 scripts/services.sh
 scripts/browser.sh
+scripts/containers.sh
 exec "${CHARNN_VENV:-.venv}/bin/python" -m pytest "$@"
