@@ -1,5 +1,9 @@
 """A PostgreSQL cluster of a test's own: initdb into a temporary directory, its own port
 and socket directory, so stopping it (or starting it late) disturbs no one.
+
+The shared server (``CHARNN_TEST_PG_URL``, see conftest.py) trusts every local
+connection; a private cluster may instead ask for a password, so that a test can tell a
+right password from a wrong one.
 """
 
 from __future__ import annotations
@@ -28,10 +32,15 @@ def postgres_bin() -> Path:
 
 
 class PrivateCluster:
-    """A PostgreSQL cluster of this test's own on 127.0.0.1 and a free port."""
+    """A PostgreSQL cluster of this test's own on 127.0.0.1 and a free port.
 
-    def __init__(self) -> None:
+    ``password``: the superuser ``postgres`` needs it (scram-sha-256); None: trust.
+    ``url`` is the superuser's, without the password.
+    """
+
+    def __init__(self, password: str | None = None) -> None:
         self.bin = postgres_bin()
+        self.password = password
         self.directory = Path(tempfile.mkdtemp(prefix="charnn-pg-"))
         self.data = self.directory / "data"
         self.as_postgres: list[str] = []
@@ -55,7 +64,16 @@ class PrivateCluster:
         assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout}\n{result.stderr}"
 
     def init(self) -> None:
-        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        command = ["initdb", "-D", str(self.data), "-U", "postgres", "--no-sync"]
+        if self.password is None:
+            self.run(*command, "-A", "trust")
+            return
+        password_file = self.directory / "password"
+        password_file.write_text(self.password + "\n")
+        if self.as_postgres:
+            shutil.chown(password_file, "postgres")
+        self.run(*command, "-A", "scram-sha-256", f"--pwfile={password_file}")
+        password_file.unlink()
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
