@@ -34,6 +34,7 @@ from app.ml.device import resolve_device
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
 from app.settings import Settings, get_settings
+from app.startup import wait_for_dependencies
 from app.store.check import remove_staging_leftovers
 from app.store.layout import StoreLayout
 from app.store.registry import Registry
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
     @asynccontextmanager
     async def lifespan(app: CharnnApp) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format == "json")
+        # in containers the database and Redis may start after the API
+        wait_for_dependencies(settings, redis=settings.job_backend == "rq")
         services = build_services(settings, metrics)
         app.state.services = services
         metrics.registry.register(

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="RQ queue of CPU jobs; GPU jobs go to '<name>-gpu'.",
     )
+    startup_wait_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="How long the API and workers wait at start-up for the database and "
+        "Redis to answer, retrying, before they give up.",
+    )
     lease_seconds: float = Field(
         60.0,
         gt=0,
