@@ -24,6 +24,8 @@ from pydantic_settings import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.cpus import available_cpus
+
 ENV_PREFIX = "CHARNN_"
 
 
@@ -103,8 +105,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=256,
-        description="torch threads per training worker; 0: the machine's cores divided "
-        "among MAX_CONCURRENT_JOBS workers.",
+        description="torch threads per training worker; 0: the CPUs this process may use "
+        "(its affinity, at most its cgroup's CPU quota) divided among MAX_CONCURRENT_JOBS "
+        "workers.",
     )
     max_predict_inputs: int = Field(256, ge=1, le=100_000, description="Inputs per predict.")
     max_input_length: int = Field(
@@ -287,7 +290,7 @@ class Settings(BaseSettings):
     def training_threads(self) -> int:
         if self.worker_torch_threads:
             return self.worker_torch_threads
-        return max(1, (os.cpu_count() or 1) // self.max_concurrent_jobs)
+        return max(1, available_cpus() // self.max_concurrent_jobs)
 
     @property
     def registry_url(self) -> str:
