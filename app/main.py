@@ -29,8 +29,9 @@ from app.api.observability import (
 from app.api.openapi import install_openapi
 from app.api.routes import health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
+from app.cpus import available_cpus
 from app.jobs.runner import make_runner
-from app.ml.device import resolve_device
+from app.ml.device import limit_threads, resolve_device
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
 from app.settings import Settings, get_settings
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         configure_logging(settings.log_level, settings.log_format == "json")
         # in containers the database and Redis may start after the API
         wait_for_dependencies(settings, redis=settings.job_backend == "rq")
+        limit_threads(available_cpus())  # for inference; training workers set their own
         services = build_services(settings, metrics)
         app.state.services = services
         metrics.registry.register(
