@@ -142,6 +142,7 @@ def worker(
 
     from app.jobs.queue import run_worker
     from app.settings import get_settings
+    from app.startup import DependencyUnavailable, wait_for_dependencies
 
     settings = get_settings()
     logging.basicConfig(
@@ -149,6 +150,11 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     torch.set_num_threads(settings.training_threads)
+    try:
+        wait_for_dependencies(settings, redis=True)  # they may start after the worker
+    except DependencyUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     run_worker(settings, queue, burst=burst)
 
 

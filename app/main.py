@@ -29,11 +29,13 @@ from app.api.observability import (
 from app.api.openapi import install_openapi
 from app.api.routes import health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
+from app.cpus import available_cpus
 from app.jobs.runner import make_runner
-from app.ml.device import resolve_device
+from app.ml.device import limit_threads, resolve_device
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
 from app.settings import Settings, get_settings
+from app.startup import wait_for_dependencies
 from app.store.check import remove_staging_leftovers
 from app.store.layout import StoreLayout
 from app.store.registry import Registry
@@ -92,6 +94,9 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
     @asynccontextmanager
     async def lifespan(app: CharnnApp) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format == "json")
+        # in containers the database and Redis may start after the API
+        wait_for_dependencies(settings, redis=settings.job_backend == "rq")
+        limit_threads(available_cpus())  # for inference; training workers set their own
         services = build_services(settings, metrics)
         app.state.services = services
         metrics.registry.register(

@@ -1,7 +1,9 @@
 """Settings: one pydantic-settings model, read from ``CHARNN_*`` environment variables.
 
-Reach it through ``get_settings()`` (cached); tests build their own ``Settings`` and
-hand it to ``create_app``. Nonsense values fail at start-up with the variable's name.
+Any setting may instead be given as ``CHARNN_<NAME>_FILE=/path``, the file holding the
+value (docker secrets). Reach the settings through ``get_settings()`` (cached); tests
+build their own ``Settings`` and hand it to ``create_app``. Nonsense values fail at
+start-up with the variable's name.
 """
 
 from __future__ import annotations
@@ -9,16 +11,28 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from app.cpus import available_cpus
+
+ENV_PREFIX = "CHARNN_"
 
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a malformed setting must not print an API key into a log
     model_config = SettingsConfigDict(
-        env_prefix="CHARNN_", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
     store_dir: Path = Field(
@@ -27,6 +41,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the registry; default: SQLite at STORE_DIR/registry.db.",
+    )
+    database_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of CHARNN_DATABASE_URL's user, kept out of the URL (give it "
+        "as CHARNN_DATABASE_PASSWORD_FILE).",
     )
     device: str = Field("auto", description="auto, cpu or cuda[:N]: where models train and run.")
     job_backend: Literal["local", "rq"] = Field(
@@ -39,6 +58,13 @@ class Settings(BaseSettings):
         "charnn",
         pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="RQ queue of CPU jobs; GPU jobs go to '<name>-gpu'.",
+    )
+    startup_wait_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="How long the API and workers wait at start-up for the database and "
+        "Redis to answer, retrying, before they give up.",
     )
     lease_seconds: float = Field(
         60.0,
@@ -79,8 +105,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=256,
-        description="torch threads per training worker; 0: the machine's cores divided "
-        "among MAX_CONCURRENT_JOBS workers.",
+        description="torch threads per training worker; 0: the CPUs this process may use "
+        "(its affinity, at most its cgroup's CPU quota) divided among MAX_CONCURRENT_JOBS "
+        "workers.",
     )
     max_predict_inputs: int = Field(256, ge=1, le=100_000, description="Inputs per predict.")
     max_input_length: int = Field(
@@ -186,6 +213,41 @@ class Settings(BaseSettings):
         "text", description="text, or one JSON object per line (with the request id)."
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = FileVariables(settings_cls)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_database_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _password_in_one_place(self) -> Settings:
+        if not self.database_password.get_secret_value():
+            return self
+        if self.database_url is None:
+            raise ValueError(
+                "CHARNN_DATABASE_PASSWORD is set but CHARNN_DATABASE_URL is not: the default "
+                "SQLite registry takes no password"
+            )
+        if parse_database_url(self.database_url).password is not None:
+            raise ValueError(
+                "CHARNN_DATABASE_URL holds a password and CHARNN_DATABASE_PASSWORD is set "
+                "too: give it in one place"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -215,18 +277,74 @@ class Settings(BaseSettings):
         return parse_api_keys(self.api_keys.get_secret_value())
 
     def for_workers(self) -> dict[str, object]:
-        """The settings a worker process needs, as JSON: never the API keys."""
-        return self.model_dump(mode="json", exclude={"api_keys"})
+        """The settings a worker process needs, as JSON: never the API keys.
+
+        A worker needs the database password, whose JSON form is "**********": it is
+        written out in clear (``Settings(**values)`` reads it back).
+        """
+        values = self.model_dump(mode="json", exclude={"api_keys"})
+        values["database_password"] = self.database_password.get_secret_value()
+        return values
 
     @property
     def training_threads(self) -> int:
         if self.worker_torch_threads:
             return self.worker_torch_threads
-        return max(1, (os.cpu_count() or 1) // self.max_concurrent_jobs)
+        return max(1, available_cpus() // self.max_concurrent_jobs)
 
     @property
     def registry_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.store_dir.resolve() / 'registry.db'}"
+        """The registry's URL, password included: for connecting, never for showing."""
+        if self.database_url is None:
+            return f"sqlite:///{self.store_dir.resolve() / 'registry.db'}"
+        password = self.database_password.get_secret_value()
+        if not password:
+            return self.database_url
+        url = parse_database_url(self.database_url).set(password=password)
+        return url.render_as_string(hide_password=False)
+
+
+class FileVariables(PydanticBaseSettingsSource):
+    """``CHARNN_<NAME>_FILE=/path``: the setting is the file's content, less one trailing
+    newline (the docker secrets convention, as the postgres image's POSTGRES_PASSWORD_FILE).
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        # case as the environment source takes it: it ignores case
+        environ = {name.upper(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            variable = f"{ENV_PREFIX}{name.upper()}"
+            path = environ.get(f"{variable}_FILE")
+            if path is None:
+                continue
+            if variable in environ:
+                raise SettingsError(f"{variable} and {variable}_FILE are both set: give one")
+            values[name] = read_value_file(f"{variable}_FILE", path)
+        return values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # unused: __call__ reads every field at once
+
+
+def read_value_file(variable: str, path: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeError) as exc:
+        # the reason, never the content (a UnicodeError quotes the bytes it choked on)
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+        raise SettingsError(f"{variable}={path}: cannot read it: {reason}") from None
+    return text.removesuffix("\n")
+
+
+def parse_database_url(text: str) -> URL:
+    try:
+        return make_url(text)
+    except (ArgumentError, ValueError):
+        # SQLAlchemy's message quotes the URL, and with it any password it holds
+        raise ValueError(
+            "not a SQLAlchemy URL; e.g. postgresql+psycopg://user@host:5432/database"
+        ) from None
 
 
 SCOPES = {"admin": frozenset({"admin", "predict"}), "predict": frozenset({"predict"})}

@@ -38,3 +38,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise DeviceUnavailableError(f"unsupported device {name!r}: use auto, cpu or cuda[:N]")
     return device
+
+
+def limit_threads(cpus: int) -> None:
+    """At most ``cpus`` torch threads (never more than torch chose itself).
+
+    torch sizes its pool by the machine's cores: in a container, the host's, however few
+    CPUs its quota grants; the threads beyond those only make the process wait its turn.
+    """
+    torch.set_num_threads(min(torch.get_num_threads(), cpus))

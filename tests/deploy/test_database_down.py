@@ -1,83 +1,24 @@
 """PostgreSQL goes away for a few seconds: the API says 503 meanwhile and recovers by itself.
 
-The registry runs on a private PostgreSQL cluster started for this module (initdb into a
-temporary directory, its own port and socket directory), so stopping it disturbs no one.
-The deployment is the scaled-out one: an API on the rq backend (a private Redis) and a
-``charnn worker`` that is training a job when the database goes.
+The registry runs on a private PostgreSQL cluster started for this module (tests/postgres.py),
+so stopping it disturbs no one. The deployment is the scaled-out one: an API on the rq
+backend (a private Redis) and a ``charnn worker`` that is training a job when the database
+goes.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.postgres import PrivateCluster
+
 Body = dict[str, Any]
 DOWN_SECONDS = 4.0  # longer than the lease (3 s): the job's worker loses it meanwhile
 UNREACHABLE = "the registry database is unreachable; try again shortly"
-
-
-def postgres_bin() -> Path:
-    """The directory of initdb and pg_ctl: CHARNN_TEST_PG_BIN, or the newest installed."""
-    if given := os.environ.get("CHARNN_TEST_PG_BIN"):
-        return Path(given)
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    if found:
-        return found[-1].parent
-    if initdb := shutil.which("initdb"):
-        return Path(initdb).parent
-    pytest.fail("PostgreSQL's initdb is not installed (apt-get install postgresql)", False)
-
-
-class PrivateCluster:
-    """A PostgreSQL cluster of this test's own on 127.0.0.1 and a free port."""
-
-    def __init__(self) -> None:
-        self.bin = postgres_bin()
-        self.directory = Path(tempfile.mkdtemp(prefix="charnn-pg-"))
-        self.data = self.directory / "data"
-        self.as_postgres: list[str] = []
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            user = pwd.getpwnam("postgres")
-            os.chown(self.directory, user.pw_uid, user.pw_gid)
-            self.as_postgres = ["runuser", "-u", "postgres", "--"]
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def run(self, *command: str) -> None:
-        result = subprocess.run(
-            [*self.as_postgres, str(self.bin / command[0]), *command[1:]],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout}\n{result.stderr}"
-
-    def init(self) -> None:
-        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(self.directory / "postgres.log")
-        self.run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ The ``gpu`` tests run where torch sees a CUDA device and are skipped elsewhere (
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from app.ml.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from app.ml.data import pairs_dataset, text_dataset
-from app.ml.device import resolve_device
+from app.ml.device import limit_threads, resolve_device
 from app.ml.errors import DeviceUnavailableError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Predictor
@@ -44,6 +45,24 @@ def test_cuda_without_a_gpu_is_refused(name: str) -> None:
 def test_a_device_that_is_not_cpu_or_cuda_is_refused(name: str) -> None:
     with pytest.raises(DeviceUnavailableError, match=r"use auto, cpu(, cuda)? or cuda"):
         resolve_device(name)
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[int]:
+    """torch's thread count as it is, and again after the test."""
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
+
+def test_limit_threads_lowers_torch_threads_to_the_cpus_and_never_raises_them(
+    torch_threads: int,
+) -> None:
+    limit_threads(torch_threads + 8)
+    assert torch.get_num_threads() == torch_threads
+
+    limit_threads(1)
+    assert torch.get_num_threads() == 1
 
 
 # --- on a GPU -----------------------------------------------------------------------------
