@@ -455,14 +455,15 @@ def pg_admin() -> Engine:
 
 
 @contextmanager
-def postgres_database(owner: str | None = None) -> Iterator[str]:
-    """A fresh, empty database ``charnn_test_<random>`` (dropped afterwards): its URL."""
+def postgres_database(owner: str | None = None, options: str = "") -> Iterator[str]:
+    """A fresh, empty database ``charnn_test_<random>`` (dropped afterwards): its URL.
+    ``options``: more of ``CREATE DATABASE``'s clauses (an encoding, say)."""
     name = f"charnn_test_{new_id()[:12]}"
     admin = pg_admin()
     try:
         with admin.connect() as connection:
             owned = f' OWNER "{owner}"' if owner else ""
-            connection.execute(text(f'CREATE DATABASE "{name}"{owned}'))
+            connection.execute(text(f'CREATE DATABASE "{name}"{owned} {options}'))
         try:
             yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
         finally:

@@ -42,6 +42,14 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         event.listen(engine, "handle_error", _reconnect_after_file_errors)
         return engine
+    if url.startswith("postgresql"):
+        # UTF-8 whatever the database was created with (a SQL_ASCII database hands psycopg
+        # bytes, which SQLAlchemy cannot even read the server version from), and a connect
+        # timeout so that a host that drops packets fails a try instead of hanging it.
+        connect_args = {"client_encoding": "utf8", "connect_timeout": 10}
+        return create_engine(
+            url, pool_pre_ping=True, json_serializer=strict_json, connect_args=connect_args
+        )
     return create_engine(url, pool_pre_ping=True, json_serializer=strict_json)
 
 

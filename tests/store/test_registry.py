@@ -522,3 +522,18 @@ def test_deleting_a_model_returns_the_directories_to_remove(registry: Registry) 
     assert registry.delete_model("hello") == directories
     with pytest.raises(NotFoundError, match="^model 'hello' does not exist$"):
         registry.get_model("hello")
+
+
+def test_a_postgresql_database_created_as_sql_ascii_serves_as_a_registry(
+    new_postgres_database: Callable[..., Any],
+) -> None:
+    # Debian's initdb in a container with no locale makes SQL_ASCII databases; psycopg
+    # hands such a database's text back as bytes unless the client asks for UTF-8
+    ascii_only = "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    with new_postgres_database(options=ascii_only) as url:
+        registry = Registry.connect(url)
+        try:
+            registry.publish_version("héllo", a_version())
+            assert registry.get_version("héllo").version == 1
+        finally:
+            registry.close()
