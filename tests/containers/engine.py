@@ -3,7 +3,8 @@
 Podman needs two settings on these machines, in a ``containers.conf`` of the tests' own
 (``CONTAINERS_CONF``): no default rlimits (setting them is refused here) and the ``runc``
 runtime (``crun`` fails on this kernel's cgroups); netavark networks give the containers
-each other's names.
+each other's names; logs go to files (``k8s-file``: the default, journald, keeps nothing
+on machines without systemd).
 
 Compose is Docker's own client (``docker-compose``, Compose v1) against podman's
 Docker-compatible API (``podman system service`` on a socket of the tests' own). It honours
@@ -28,6 +29,7 @@ from typing import IO, Any
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = []
+log_driver = "k8s-file"
 
 [engine]
 runtime = "runc"

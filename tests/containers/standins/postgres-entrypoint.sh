@@ -11,7 +11,8 @@ if [ "$1" = "postgres" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
 	: "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE}"
 	pwfile="$(mktemp)"
 	printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
-	initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust \
+	initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
+		--auth-local=trust \
 		--auth-host=scram-sha-256 >/dev/null
 	rm -f "$pwfile"
 	echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
