@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,12 +151,20 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     torch.set_num_threads(settings.training_threads)
+    # As a container's first process, SIGTERM without a handler is ignored: `docker stop`
+    # would wait out its grace period while this waits for its dependencies. RQ installs
+    # its own (finish the current job) once it runs.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         wait_for_dependencies(settings, redis=True)  # they may start after the worker
     except DependencyUnavailable as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     run_worker(settings, queue, burst=burst)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @cli.command()

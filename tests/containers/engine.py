@@ -74,12 +74,13 @@ class Podman:
 
     def start_api(self) -> str:
         """Serve the Docker-compatible API; returns its DOCKER_HOST."""
-        self.service = subprocess.Popen(
-            ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.home / "service.log", "wb"),  # noqa: SIM115 - lives as long as it
-        )
+        with open(self.home / "service.log", "wb") as log:  # the service keeps its own copy
+            self.service = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 30
         while not self.socket.exists():
             if self.service.poll() is not None or time.monotonic() > deadline:

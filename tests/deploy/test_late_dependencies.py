@@ -7,6 +7,7 @@ Redis started late, and gives up after CHARNN_STARTUP_WAIT_SECONDS when none com
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,17 @@ def test_a_worker_gives_up_once_the_wait_is_over(tmp_path: Path) -> None:
         worker.stop()
     assert "Redis does not answer yet (ConnectionError); trying again in 0.5 s" in worker.log
     assert "error: Redis did not answer within CHARNN_STARTUP_WAIT_SECONDS" in worker.log
+
+
+def test_a_waiting_worker_stops_at_once_on_sigterm(tmp_path: Path) -> None:
+    # exit status 143 (128 + SIGTERM) comes from charnn's own handler: as a container's
+    # first process, a process without one ignores SIGTERM, and `docker stop` would wait
+    # out its grace period
+    redis = RedisServer(tmp_path / "redis")  # never started
+    worker = start_worker(tmp_path, redis)
+    try:
+        wait_for_line(worker, "Redis does not answer yet (ConnectionError)")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=5) == 128 + signal.SIGTERM
+    finally:
+        worker.stop()
