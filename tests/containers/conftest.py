@@ -20,6 +20,7 @@ from tests.containers.deployment import ROOT, Deployment, copy_project
 from tests.containers.engine import HealthChecks, Podman
 
 REPORT = ROOT / "test-artifacts" / "containers.json"
+LOGS = ROOT / "test-artifacts" / "containers.log"  # every container's last words
 measured: dict[str, Any] = {}
 
 
@@ -53,6 +54,8 @@ def deployment(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield deployment
     finally:
         health.stop()
+        LOGS.parent.mkdir(exist_ok=True)
+        LOGS.write_text(deployment.diagnosis(lines=200))
         deployment.bash("docker compose down -v --remove-orphans || true", timeout=300)
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -151,14 +152,28 @@ class Deployment:
     def hostname(self, container: str) -> str:
         return str(self.podman.inspect(container)["Config"]["Hostname"])
 
-    def wait_healthy(self, timeout: float = 300) -> None:
-        self.bash(f"compose_wait {int(timeout)}", timeout + 30)
+    def wait_healthy(self, timeout: float = 180) -> None:
+        """Until every container is up and healthy; one that exited may come back by its
+        restart policy meanwhile (``up --wait`` would give up on it at once)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = self.statuses()
+            if all(s.startswith("Up") and "(healthy)" in s for s in statuses.values()):
+                return
+            assert time.monotonic() < deadline, f"not healthy: {statuses}\n{self.diagnosis()}"
+            time.sleep(1)
 
-    def diagnosis(self) -> str:
+    def crash(self, container: str) -> None:
+        """SIGKILL to the container's process from outside, as the kernel's OOM killer or a
+        crash ends it: unlike ``docker kill``, not a stop that restart policies respect."""
+        pid = self.podman.inspect(container)["State"]["Pid"]
+        os.kill(pid, signal.SIGKILL)
+
+    def diagnosis(self, lines: int = 25) -> str:
         """What a failed test shows: every container's status and the end of its log."""
         parts = []
         for name, status in self.statuses().items():
-            log = self.podman.run("logs", "--tail", "25", name, check=False)
+            log = self.podman.run("logs", "--tail", str(lines), name, check=False)
             parts.append(f"--- {name}: {status}\n{log}")
         return "\n".join(parts)
 
