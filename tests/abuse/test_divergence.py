@@ -3,21 +3,27 @@
 Against a real uvicorn, its job in a spawned worker, on SQLite and PostgreSQL.
 SGD with learning_rate 10 and weight_decay 1 diverges for certain, whatever the data:
 each step multiplies every weight by 1 - 10 x 1 = -9 before the gradient is added, so
-the logits pass float32's range (3.4e38, 9^40) and the loss turns NaN, at epoch 22 on
-the tutorial's "hello" -> "ohlol" (one step per epoch).
+the logits pass float32's range (3.4e38, 9^40) and the loss turns NaN or infinite on
+the tutorial's "hello" -> "ohlol" (one step per epoch): at epoch 22 on some CPUs (a
+product of two grown matrices overflows first), at epoch 41 on others (the kernels
+differ), always between the two.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from app.store.layout import StoreLayout
 from tests.conftest import LiveServer, hello_body
 
-DIVERGES_AT = 22
+DIVERGENCE = re.compile(
+    r"loss became (NaN|infinite) at epoch (\d+): the training diverged; lower "
+    r"hyperparameters\.learning_rate \(or weight_decay\), or set hyperparameters\.grad_clip"
+)
 
 
 def diverging_body() -> dict[str, Any]:
@@ -44,15 +50,15 @@ def test_a_diverging_job_fails_once_with_the_epoch_and_leaves_nothing_behind(
     job = wait_for_job(server.http, job_id, timeout=120)
 
     assert (job["status"], job["attempts"], job["failures"]) == ("failed", 1, 0)  # not retried
-    assert job["error"] == (
-        f"loss became NaN at epoch {DIVERGES_AT}: the training diverged; lower "
-        "hyperparameters.learning_rate (or weight_decay), or set hyperparameters.grad_clip"
-    )
-    assert (job["epoch"], job["version"]) == (DIVERGES_AT - 1, None)
+    diverged = DIVERGENCE.fullmatch(job["error"])
+    assert diverged, job["error"]
+    diverges_at = int(diverged[2])
+    assert 20 <= diverges_at <= 45
+    assert (job["epoch"], job["version"]) == (diverges_at - 1, None)
     # ?history= asks for the epochs explicitly, wherever they are left out by default
     raw = server.http.get(f"/jobs/{job_id}", params={"history": "true"}).text
     losses = [epoch["loss"] for epoch in json.loads(raw)["history"]]
-    assert len(losses) == DIVERGES_AT - 1
+    assert len(losses) == diverges_at - 1
     assert all(isinstance(loss, float) and math.isfinite(loss) for loss in losses)  # no null
     assert server.http.get("/models/diverges").status_code == 404
     layout = StoreLayout(server.store_dir)
