@@ -30,7 +30,8 @@ err = Console(stderr=True)
 def complain(label: str, message: str, style: str = "red") -> None:
     """A message on stderr: its label styled, the message (often the server's, or a path)
     as plain text, never read as rich markup, whatever brackets it holds."""
-    err.print(Text.assemble((label, style), " ", message), soft_wrap=True)
+    # wrapped at word boundaries on a terminal; piped, one line, ids and paths in one piece
+    err.print(Text.assemble((label, style), " ", message), soft_wrap=not err.is_terminal)
 
 
 cli = typer.Typer(
