@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
@@ -537,7 +538,8 @@ ETA_WIDTH = 7  # "0:00:00"
 def follow_with_bar(client: Client, job: dict[str, Any]) -> dict[str, Any]:
     """A progress bar with loss, accuracy and the sample prediction of each epoch."""
     count_width = 2 * len(str(job["epochs"])) + 1
-    room = out.width - NAME_WIDTH - BAR_WIDTH - count_width - ETA_WIDTH - 4  # 4 gaps of 1
+    name_width = min(len(job["model_name"]), NAME_WIDTH)
+    room = out.width - name_width - BAR_WIDTH - count_width - ETA_WIDTH - 4  # 4 gaps of 1
     fixed = {"no_wrap": True, "overflow": "ellipsis"}
     columns = (
         TextColumn(
@@ -648,13 +650,18 @@ def jobs(
             job["status"],
             f"{job['epoch']}/{job['epochs']}",
             str(job["version"] or ""),
-            job["created_at"][:19],
+            minute(job["created_at"]),
         )
         for job in page["items"]
     ]
     show_rows(("id", "model", "status", "epoch", "version", "created"), rows, quiet=quiet)
     if not quiet:
         err.print(f"{len(page['items'])} of {page['total']}")
+
+
+def minute(timestamp: str) -> str:
+    """``2026-12-02 08:00`` of an ISO timestamp: enough to tell rows apart, and short."""
+    return timestamp[:16].replace("T", " ")
 
 
 def show_rows(header: Sequence[str], rows: Sequence[Sequence[str]], *, quiet: bool) -> None:
@@ -664,7 +671,7 @@ def show_rows(header: Sequence[str], rows: Sequence[Sequence[str]], *, quiet: bo
         for row in rows:
             emit(row[0])
     elif out.is_terminal:
-        table = Table(*header)
+        table = Table(*header, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
         for row in rows:
             short = row[0][:SHORT_ID_LENGTH] if header[0] == "id" else row[0]
             table.add_row(*(Text(cell) for cell in (short, *row[1:])))
@@ -712,7 +719,7 @@ def models(
                 model["name"],
                 str(model["latest_version"] or ""),
                 str(model["version_count"]),
-                model["created_at"][:19],
+                minute(model["created_at"]),
             )
             for model in answer
         ]
@@ -726,7 +733,7 @@ def models(
                 str(v["epochs"]),
                 f"{(v['metrics'] or {}).get('loss', float('nan')):.4f}",
                 f"{(v['metrics'] or {}).get('train_char_accuracy', 0):.0%}",
-                v["created_at"][:19],
+                minute(v["created_at"]),
             )
             for v in answer["versions"]
         ]
