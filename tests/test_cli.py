@@ -309,6 +309,7 @@ def test_scripts_get_json_ids_and_full_values(server: LiveServer, tmp_path: Path
     models = charnn(server, "models", "-q", cwd=tmp_path)
     versions = charnn(server, "models", "hello", "--json", cwd=tmp_path)
     predicted = charnn(server, "predict", "hello", "hello", "--json", cwd=tmp_path)
+    streamed = charnn(server, "follow", job_id, "--json", cwd=tmp_path)
 
     assert trained.returncode == 0, trained.stderr
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
@@ -328,6 +329,9 @@ def test_scripts_get_json_ids_and_full_values(server: LiveServer, tmp_path: Path
     assert models.stdout.split() == ["hello"]
     assert json.loads(versions.stdout) == server.http.get("/models/hello").json()
     assert json.loads(predicted.stdout)["outputs"] == ["ohlol"]
+    events = [json.loads(line) for line in streamed.stdout.splitlines()]
+    assert [event["epoch"] for event in events if "loss" in event] == list(range(1, 16))
+    assert events[-1] == server.http.get(f"/jobs/{job_id}").json()
 
 
 def test_a_servers_message_is_printed_as_it_is_brackets_and_all(
