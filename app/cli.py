@@ -2,35 +2,63 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from app.client import Client, ClientError, ServerUnavailable
 from app.datafiles import DataFileError, read_training_data
-from app.ml.hyperparameters import Architecture, Cell
+from app.ml.hyperparameters import Architecture, Cell, Hyperparameters, OptimizerName
 
 out = Console()
 err = Console(stderr=True)
+
+
+def complain(label: str, message: str, style: str = "red") -> None:
+    """A message on stderr: its label styled, the message (often the server's, or a path)
+    as plain text, never read as rich markup, whatever brackets it holds."""
+    # wrapped at word boundaries on a terminal; piped, one line, ids and paths in one piece
+    err.print(Text.assemble((label, style), " ", message), soft_wrap=not err.is_terminal)
+
 
 cli = typer.Typer(
     name="charnn",
     help="Train and serve character-level recurrent networks.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion, for bash, zsh, fish...
 )
 
 
+def show_version(asked: bool) -> None:
+    if asked:
+        try:
+            typer.echo(f"charnn {package_version('charnn')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("charnn (not installed)")
+        raise typer.Exit()
+
+
 @cli.callback()
-def root() -> None:
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
     """Train and serve character-level recurrent networks."""
 
 
@@ -111,13 +139,14 @@ def serve(
 
     settings = get_settings()
     if not settings.key_scopes and not settings.allow_unauthenticated and not is_loopback(host):
-        err.print(f"[red]refusing to listen on {host}:[/red] {LOCAL_ONLY}")
+        complain(f"refusing to listen on {host}:", LOCAL_ONLY)
         raise typer.Exit(EXIT_REFUSED)
     if not is_loopback(host) and settings.host_names <= LOOPBACK_NAMES:
-        err.print(
-            f"[yellow]note:[/yellow] listening on {host}, but CHARNN_ALLOWED_HOSTS names only "
-            "loopback: requests by any other name or address get 400; add the names "
-            "clients use"
+        complain(
+            "note:",
+            f"listening on {host}, but CHARNN_ALLOWED_HOSTS names only loopback: requests "
+            "by any other name or address get 400; add the names clients use",
+            style="yellow",
         )
 
     uvicorn.run(
@@ -158,7 +187,7 @@ def worker(
     try:
         wait_for_dependencies(settings, redis=True)  # they may start after the worker
     except DependencyUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        complain("error:", str(exc))
         raise typer.Exit(1) from exc
     run_worker(settings, queue, burst=burst)
 
@@ -243,7 +272,7 @@ def store_check(
     try:
         registry = open_registry(settings.registry_url)
     except StoreCheckError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        complain("error:", str(exc))
         raise typer.Exit(2) from exc
     try:
         report = check_store(registry, layout, min_age=min_age)
@@ -267,15 +296,35 @@ def store_check(
 
 
 # --- the client: talks to a running server (CHARNN_URL, CHARNN_API_KEY) ----------------------
+#
+# What it prints is for people on a terminal and for scripts alike: data (ids, outputs,
+# JSON) goes to stdout through `emit`, as is, never wrapped at the console's width nor read
+# as rich markup; messages go to stderr, server and user strings in them as plain Text.
 
 EXIT_REFUSED = 2  # the server said no (4xx): fix the request
 EXIT_UNAVAILABLE = 3  # no server, or it failed (5xx)
 EXIT_JOB_FAILED = 1  # the job ended failed or cancelled
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="CHARNN_URL", help="The charnn server.")]
 KeyOption = Annotated[
     str | None, typer.Option("--api-key", envvar="CHARNN_API_KEY", help="Bearer API key.")
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the server's JSON as it answered, nothing else.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print ids only.")]
+ONE_JOB = "A job id, or a unique start of one."
+FULL_ID_LENGTH = 32  # app.store.layout.new_id: uuid4 hex
+SHORT_ID_LENGTH = 8  # what a table on a terminal shows; any unique start is accepted back
+
+
+def emit(line: object) -> None:
+    typer.echo(str(line))
+
+
+def emit_json(data: Any) -> None:
+    emit(json.dumps(data, ensure_ascii=False))
 
 
 @contextmanager
@@ -285,13 +334,52 @@ def connected(url: str, api_key: str | None) -> Iterator[Client]:
     try:
         yield client
     except ClientError as exc:
-        err.print(f"[red]refused ({exc.status}):[/red] {exc}")
+        complain(f"refused ({exc.status}):", str(exc))
         raise typer.Exit(EXIT_REFUSED) from exc
     except ServerUnavailable as exc:
-        err.print(f"[red]server unavailable:[/red] {exc}")
+        complain("server unavailable:", str(exc))
         raise typer.Exit(EXIT_UNAVAILABLE) from exc
     finally:
         client.close()
+
+
+def resolve_job(client: Client, given: str) -> str:
+    """The full id of the one job whose id starts with ``given`` (exit 2 for none or several)."""
+    if len(given) >= FULL_ID_LENGTH:
+        return given
+    matches: list[str] = []
+    offset, total = 0, 1
+    while offset < total:
+        page = client.jobs(limit=500, offset=offset)
+        matches += [job["id"] for job in page["items"] if job["id"].startswith(given)]
+        offset, total = offset + len(page["items"]), page["total"]
+        if not page["items"]:
+            break
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        complain("no job:", f"no job id starts with {given!r}")
+    else:
+        complain("ambiguous:", f"{given!r} starts {len(matches)} job ids: " + ", ".join(matches))
+    raise typer.Exit(EXIT_REFUSED)
+
+
+# One option per field of app.ml.hyperparameters.Hyperparameters, its help the field's own
+# description; tests/test_cli.py checks that none is missing. None: the server's default.
+HP_HELP = {name: field.description or "" for name, field in Hyperparameters.model_fields.items()}
+HP_HELP |= {  # shorter than the API's words, for 80 columns
+    "architecture": "rnn_cell, rnn (the tutorial's one-hot models) or embedding_rnn "
+    "(Embedding -> recurrent layers -> Linear).",
+    "grad_clip": "Clip the gradient norm to this value (default: off).",
+    "seed": "Random seed: a fixed one makes a CPU run reproducible (default: drawn at random).",
+}
+HP = "Hyperparameters (default: the server's)"
+
+
+def hp_option(name: str, *flags: str, **kwargs: Any) -> Any:
+    return typer.Option(
+        *flags, help=HP_HELP[name], rich_help_panel=HP, show_default=False, **kwargs
+    )
 
 
 @cli.command("train")
@@ -301,16 +389,28 @@ def train_command(
         Path, typer.Argument(exists=True, dir_okay=False, help="CSV, TSV, JSONL pairs or text.")
     ],
     text: Annotated[bool, typer.Option("--text", help="Treat the file as plain text.")] = False,
-    architecture: Annotated[Architecture | None, typer.Option()] = None,
-    cell: Annotated[Cell | None, typer.Option()] = None,
-    hidden_size: Annotated[int | None, typer.Option()] = None,
-    embedding_size: Annotated[int | None, typer.Option()] = None,
-    num_layers: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    follow: Annotated[bool, typer.Option(help="Show progress until the job ends.")] = False,
+    architecture: Annotated[Architecture | None, hp_option("architecture", metavar="ARCH")] = None,
+    cell: Annotated[Cell | None, hp_option("cell")] = None,
+    embedding_size: Annotated[int | None, hp_option("embedding_size")] = None,
+    hidden_size: Annotated[int | None, hp_option("hidden_size")] = None,
+    num_layers: Annotated[int | None, hp_option("num_layers")] = None,
+    bidirectional: Annotated[bool, hp_option("bidirectional", "--bidirectional")] = False,
+    dropout: Annotated[float | None, hp_option("dropout")] = None,
+    optimizer: Annotated[OptimizerName | None, hp_option("optimizer")] = None,
+    learning_rate: Annotated[float | None, hp_option("learning_rate")] = None,
+    weight_decay: Annotated[float | None, hp_option("weight_decay")] = None,
+    momentum: Annotated[float | None, hp_option("momentum")] = None,
+    epochs: Annotated[int | None, hp_option("epochs")] = None,
+    batch_size: Annotated[int | None, hp_option("batch_size")] = None,
+    grad_clip: Annotated[float | None, hp_option("grad_clip")] = None,
+    seq_len: Annotated[int | None, hp_option("seq_len")] = None,
+    validation_fraction: Annotated[float | None, hp_option("validation_fraction")] = None,
+    seed: Annotated[int | None, hp_option("seed")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show progress until the job ends.")
+    ] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
@@ -318,40 +418,144 @@ def train_command(
     try:
         data = read_training_data(data_file, text=text)
     except (DataFileError, UnicodeDecodeError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        complain("error:", str(exc))
         raise typer.Exit(EXIT_REFUSED) from exc
     given = {
         "architecture": architecture,
         "cell": cell,
-        "hidden_size": hidden_size,
         "embedding_size": embedding_size,
+        "hidden_size": hidden_size,
         "num_layers": num_layers,
-        "epochs": epochs,
+        "bidirectional": bidirectional or None,  # a plain flag: given or the default
+        "dropout": dropout,
+        "optimizer": optimizer,
         "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "momentum": momentum,
+        "epochs": epochs,
         "batch_size": batch_size,
+        "grad_clip": grad_clip,
+        "seq_len": seq_len,
+        "validation_fraction": validation_fraction,
         "seed": seed,
     }
     hyperparameters = {k: v for k, v in given.items() if v is not None}
     spec = {"model_name": model_name, "data": data, "hyperparameters": hyperparameters}
     with connected(url, api_key) as client:
         job = client.train(spec)
-        out.print(f"job [bold]{job['id']}[/bold] queued")
+        if as_json:
+            emit_json(job)
+        elif quiet:
+            emit(job["id"])
+        else:
+            emit(f"job {job['id']} queued")
         if follow:
-            job = follow_job(client, job)
-            if job["status"] != "succeeded":
-                err.print(f"[red]job {job['status']}:[/red] {job.get('error') or ''}")
-                raise typer.Exit(EXIT_JOB_FAILED)
-            out.print(f"[green]{model_name} version {job['version']} is ready[/green]")
+            watch(client, job, as_json=as_json, quiet=quiet)
 
 
-def follow_job(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+@cli.command("follow")
+def follow_command(
+    job_id: Annotated[str, typer.Argument(help=ONE_JOB)],
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Show a job's progress until it ends (exit 0 when it succeeds, 1 otherwise)."""
+    with connected(url, api_key) as client:
+        job = client.job(resolve_job(client, job_id))
+        watch(client, job, as_json=as_json, quiet=quiet)
+
+
+def watch(client: Client, job: dict[str, Any], *, as_json: bool, quiet: bool) -> None:
+    """Follow ``job`` to its end, shown as asked; exit 1 unless it succeeds.
+
+    On a terminal, a progress bar; piped, one plain line per epoch; --json, each event's
+    data as one JSON line; -q, nothing. Ctrl-C stops following, not the job.
+    """
+    try:
+        if as_json:
+            job = follow_as_json(client, job)
+        elif quiet:
+            job = follow_quietly(client, job)
+        elif out.is_terminal:
+            job = follow_with_bar(client, job)
+        else:
+            job = follow_as_lines(client, job)
+    except KeyboardInterrupt:
+        complain(
+            "stopped following:",
+            f"job {job['id']} keeps running on the server; `charnn cancel {job['id']}` cancels it",
+            style="yellow",
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if job["status"] != "succeeded":
+        if not (as_json or quiet):
+            complain(f"job {job['status']}:", job.get("error") or "")
+        raise typer.Exit(EXIT_JOB_FAILED)
+    if not (as_json or quiet):
+        emit(f"{job['model_name']} version {job['version']} is ready")
+
+
+def follow_as_json(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    for event, data in client.follow(job["id"]):
+        emit_json(data)
+        if event != "epoch":
+            job = data
+    return job
+
+
+def follow_quietly(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    for event, data in client.follow(job["id"]):
+        if event != "epoch":
+            job = data
+    return job
+
+
+def follow_as_lines(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    """One line per epoch, for logs: ``hello 3/15 loss 1.2345  acc 40%  ... eta 0:00:02``."""
+    for event, data in client.follow(job["id"]):
+        if event == "epoch":
+            count = f"{data['epoch']}/{job['epochs']}"
+            eta = seconds_as_clock(data["seconds"] * (job["epochs"] - data["epoch"]))
+            emit(f"{job['model_name']} {count} {epoch_line(data)} eta {eta}")
+        else:
+            job = data
+    return job
+
+
+def seconds_as_clock(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+# Fixed widths of the bar's columns, so that at 80 columns the sample prediction is what
+# gets cut, never the bar, the epoch count or the time remaining.
+NAME_WIDTH = 16
+BAR_WIDTH = 20
+ETA_WIDTH = 7  # "0:00:00"
+
+
+def follow_with_bar(client: Client, job: dict[str, Any]) -> dict[str, Any]:
     """A progress bar with loss, accuracy and the sample prediction of each epoch."""
+    count_width = 2 * len(str(job["epochs"])) + 1
+    name_width = min(len(job["model_name"]), NAME_WIDTH)
+    room = out.width - name_width - BAR_WIDTH - count_width - ETA_WIDTH - 4  # 4 gaps of 1
+    fixed = {"no_wrap": True, "overflow": "ellipsis"}
     columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        TextColumn(
+            "{task.description}",
+            style="bold",
+            markup=False,
+            table_column=Column(max_width=NAME_WIDTH, **fixed),  # type: ignore[arg-type]
+        ),
+        BarColumn(bar_width=BAR_WIDTH),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
+        TextColumn(
+            "{task.fields[detail]}",
+            markup=False,
+            table_column=Column(max_width=max(room, 1), **fixed),  # type: ignore[arg-type]
+        ),
     )
     with Progress(*columns, console=out) as progress:
         bar = progress.add_task(job["model_name"], total=job["epochs"], detail=job["status"])
@@ -378,18 +582,18 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="Sequences to map.")],
     version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
     top_k: Annotated[int, typer.Option(help="Also show the k likeliest characters.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw response.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
     """Map each input to its output, one line each."""
     with connected(url, api_key) as client:
         answer = client.predict(model_name, inputs, version=version, top_k=top_k or None)
-    if as_json:
-        out.print_json(data=answer)
+    if as_json or top_k:  # the likeliest characters have no plainer form than the JSON
+        emit_json(answer)
         return
     for output in answer["outputs"]:
-        out.print(output, markup=False, highlight=False)
+        emit(output)
 
 
 @cli.command()
@@ -400,6 +604,7 @@ def generate(
     temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
     seed: Annotated[int | None, typer.Option()] = None,
     version: Annotated[int | None, typer.Option()] = None,
+    as_json: JsonOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
@@ -413,84 +618,218 @@ def generate(
             seed=seed,
             version=version,
         )
-    out.print(answer["text"], markup=False, highlight=False)
+    emit_json(answer) if as_json else emit(answer["text"])
 
 
 @cli.command()
 def jobs(
-    job_id: Annotated[str | None, typer.Argument(help="Show one job in full.")] = None,
+    job_id: Annotated[str | None, typer.Argument(help="Show one job in full. " + ONE_JOB)] = None,
     history: Annotated[bool, typer.Option(help="With one job: every epoch's metrics too.")] = False,
     status: Annotated[str | None, typer.Option(help="queued, running, succeeded, ...")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model's jobs.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
-    """List jobs (newest first), or show one."""
+    """List jobs (newest first), or show one (as JSON)."""
     with connected(url, api_key) as client:
         if job_id is not None:
-            out.print_json(data=client.job(job_id, history=history))
+            job = client.job(resolve_job(client, job_id), history=history)
+            emit(job["id"]) if quiet else emit_json(job)
             return
         page = client.jobs(status=status, model_name=model, limit=limit)
-    table = Table("id", "model", "status", "epoch", "version", "created")
-    for job in page["items"]:
-        table.add_row(
+    if as_json:
+        emit_json(page)
+        return
+    rows = [
+        (
             job["id"],
             job["model_name"],
             job["status"],
             f"{job['epoch']}/{job['epochs']}",
             str(job["version"] or ""),
-            job["created_at"][:19],
+            minute(job["created_at"]),
         )
-    out.print(table)
-    out.print(f"{len(page['items'])} of {page['total']}")
+        for job in page["items"]
+    ]
+    show_rows(("id", "model", "status", "epoch", "version", "created"), rows, quiet=quiet)
+    if not quiet:
+        err.print(f"{len(page['items'])} of {page['total']}")
+
+
+def minute(timestamp: str) -> str:
+    """``2026-12-02 08:00`` of an ISO timestamp: enough to tell rows apart, and short."""
+    return timestamp[:16].replace("T", " ")
+
+
+def show_rows(header: Sequence[str], rows: Sequence[Sequence[str]], *, quiet: bool) -> None:
+    """A table on a terminal (ids shortened: any unique start is accepted back); piped,
+    tab-separated lines with every value in full; -q, the first column alone."""
+    if quiet:
+        for row in rows:
+            emit(row[0])
+    elif out.is_terminal:
+        table = Table(*header, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+        for row in rows:
+            short = row[0][:SHORT_ID_LENGTH] if header[0] == "id" else row[0]
+            table.add_row(*(Text(cell) for cell in (short, *row[1:])))
+        out.print(table)
+    else:
+        for row in (header, *rows):
+            emit("\t".join(row))
 
 
 @cli.command()
 def cancel(
-    job_id: str,
+    job_id: Annotated[str, typer.Argument(help=ONE_JOB)],
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
     """Cancel a job (a running one stops within one epoch)."""
     with connected(url, api_key) as client:
-        job = client.cancel(job_id)
-    out.print(f"job {job['id']}: {job['status']}")
+        job = client.cancel(resolve_job(client, job_id))
+    if as_json:
+        emit_json(job)
+    elif quiet:
+        emit(job["id"])
+    else:
+        emit(f"job {job['id']}: {job['status']}")
 
 
 @cli.command()
 def models(
     name: Annotated[str | None, typer.Argument(help="Show one model's versions.")] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
-    """List models, or one model's versions."""
+    """List models, or one model's versions (-q: names, or version numbers)."""
     with connected(url, api_key) as client:
-        if name is None:
-            table = Table("model", "latest version", "versions", "created")
-            for model in client.models():
-                table.add_row(
-                    model["name"],
-                    str(model["latest_version"] or ""),
-                    str(model["version_count"]),
-                    model["created_at"][:19],
-                )
-            out.print(table)
-            return
-        model = client.model(name)
-    table = Table("version", "task", "architecture", "epochs", "loss", "accuracy", "created")
-    for v in model["versions"]:
-        metrics = v["metrics"] or {}
-        table.add_row(
-            str(v["version"]),
-            v["task"],
-            f"{v['config']['architecture']}/{v['config']['cell']}",
-            str(v["epochs"]),
-            f"{metrics.get('loss', float('nan')):.4f}",
-            f"{metrics.get('train_char_accuracy', 0):.0%}",
-            v["created_at"][:19],
-        )
-    out.print(table)
+        answer: Any = client.models() if name is None else client.model(name)
+    if as_json:
+        emit_json(answer)
+    elif name is None:
+        rows: list[tuple[str, ...]] = [
+            (
+                model["name"],
+                str(model["latest_version"] or ""),
+                str(model["version_count"]),
+                minute(model["created_at"]),
+            )
+            for model in answer
+        ]
+        show_rows(("model", "latest version", "versions", "created"), rows, quiet=quiet)
+    else:
+        rows = [
+            (
+                str(v["version"]),
+                v["task"],
+                f"{v['config']['architecture']}/{v['config']['cell']}",
+                str(v["epochs"]),
+                f"{(v['metrics'] or {}).get('loss', float('nan')):.4f}",
+                f"{(v['metrics'] or {}).get('train_char_accuracy', 0):.0%}",
+                minute(v["created_at"]),
+            )
+            for v in answer["versions"]
+        ]
+        header = ("version", "task", "architecture", "epochs", "loss", "accuracy", "created")
+        show_rows(header, rows, quiet=quiet)
+
+
+VersionOption = Annotated[int | None, typer.Option(min=1, help="Default: the latest.")]
+CHECKPOINT_FILES = ("checkpoint.json", "weights.safetensors")  # app.ml.checkpoint's names
+
+
+@cli.command()
+def delete(
+    model_name: str,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Only this version; default: the whole model.")
+    ] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Delete a model and all its versions, or one version (refused while a job trains it).
+
+    The server answers a delete with nothing, so --json and -q print nothing."""
+    with connected(url, api_key) as client:
+        client.delete(model_name, version)
+    if not (as_json or quiet):
+        what = model_name if version is None else f"{model_name} version {version}"
+        emit(f"deleted {what}")
+
+
+@cli.command()
+def download(
+    model_name: str,
+    version: VersionOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(file_okay=False, help="Directory to write to; default: ./MODEL-vN."),
+    ] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Download a version's checkpoint (checkpoint.json and weights.safetensors).
+
+    `charnn import` brings it into another (or the same) charnn. --json prints the
+    version as the server describes it; -q the directory."""
+    with connected(url, api_key) as client:
+        if version is None:
+            version = max(v["version"] for v in client.model(model_name)["versions"])
+        described = client.version(model_name, version)
+        directory = output or Path(f"{model_name}-v{version}")
+        directory.mkdir(parents=True, exist_ok=True)
+        for filename in CHECKPOINT_FILES:
+            # written aside, then renamed: a broken download leaves no file that looks whole
+            partial = directory / f".{filename}.partial"
+            client.download(model_name, version, filename, partial)
+            partial.replace(directory / filename)
+    if as_json:
+        emit_json(described)
+    elif quiet:
+        emit(directory)
+    else:
+        emit(f"{model_name} version {version} -> {directory}")
+
+
+@cli.command("import")
+def import_command(
+    model_name: Annotated[str, typer.Argument(help="Model to import the checkpoint into.")],
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Holds checkpoint.json and weights.safetensors."
+        ),
+    ],
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Import a downloaded checkpoint as the next version of a model (verified by the server)."""
+    meta, weights = (directory / filename for filename in CHECKPOINT_FILES)
+    for path in (meta, weights):
+        if not path.is_file():
+            complain("error:", f"{path} is missing")
+            raise typer.Exit(EXIT_REFUSED)
+    with connected(url, api_key) as client:
+        version = client.import_version(model_name, meta, weights)
+    if as_json:
+        emit_json(version)
+    elif quiet:
+        emit(version["version"])
+    else:
+        emit(f"imported as {model_name} version {version['version']}")
 
 
 def main() -> None:

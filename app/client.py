@@ -10,13 +10,16 @@ client.predict("hello", ["hello"])["outputs"]
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 FINAL = ("succeeded", "failed", "cancelled")
-RECONNECTS = 3  # streams in a row that may end early without bringing a new epoch
+RECONNECTS = 5  # streams in a row that may end or fail without bringing a new epoch
+RECONNECT_PAUSE = (0.5, 1, 2, 4, 8)  # seconds before each of them: a restart takes a few
 Event = tuple[str, dict[str, Any]]
 
 
@@ -44,6 +47,18 @@ def describe(detail: Any) -> str:
     return str(detail)
 
 
+def refuse(response: httpx.Response) -> None:
+    """Raise what an error status means; the body must have been read."""
+    if response.status_code >= 500:
+        raise ServerUnavailable(f"{response.status_code}: {response.text[:500]}")
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise ClientError(response.status_code, detail)
+
+
 class Client:
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -57,14 +72,7 @@ class Client:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach {self.http.base_url}: {exc}") from exc
-        if response.status_code >= 500:
-            raise ServerUnavailable(f"{response.status_code}: {response.text[:500]}")
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise ClientError(response.status_code, detail)
+        refuse(response)
         return response.json() if response.content else None
 
     # --- training and jobs ----------------------------------------------------------------
@@ -87,20 +95,28 @@ class Client:
         """The job's server-sent events until it ends: ``("job", job)`` first and at each
         change of status, ``("epoch", metrics)`` for each epoch once, ``("end", job)``.
 
-        A stream that ends before the job does (the server dropped a reader that fell
-        behind) is resumed after the last epoch received.
+        A stream that ends or breaks before the job does (the server dropped a reader
+        that fell behind, restarted, or the network failed) is resumed after the last
+        epoch received, as ``Last-Event-ID``; only streams in a row that bring nothing
+        new count towards giving up.
         """
         last, early = 0, 0
-        while early <= RECONNECTS:
+        while True:
             before = last
-            for event, data in self._stream(job_id, last):
-                if event == "epoch":
-                    last = data["epoch"]
-                yield event, data
-                if event == "end":
-                    return
+            try:
+                for event, data in self._stream(job_id, last):
+                    if event == "epoch":
+                        last = data["epoch"]
+                    yield event, data
+                    if event == "end":
+                        return
+                problem = "keeps ending early"
+            except ServerUnavailable as exc:
+                problem = f"is lost: {exc}"
             early = early + 1 if last == before else 0
-        raise ServerUnavailable(f"the event stream of job {job_id} keeps ending early")
+            if early > RECONNECTS:
+                raise ServerUnavailable(f"the event stream of job {job_id} {problem}")
+            time.sleep(RECONNECT_PAUSE[max(early - 1, 0)])
 
     def _stream(self, job_id: str, after: int) -> Iterator[Event]:
         headers = {"Last-Event-ID": str(after)} if after else {}
@@ -109,7 +125,7 @@ class Client:
             with self.http.stream("GET", path, headers=headers, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise ClientError(response.status_code, response.json().get("detail"))
+                    refuse(response)
                 event = "message"
                 for line in response.iter_lines():
                     if line.startswith("event: "):
@@ -126,6 +142,32 @@ class Client:
 
     def model(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/models/{name}")  # type: ignore[no-any-return]
+
+    def version(self, name: str, version: int) -> dict[str, Any]:
+        return self.request("GET", f"/models/{name}/versions/{version}")  # type: ignore[no-any-return]
+
+    def delete(self, name: str, version: int | None = None) -> None:
+        path = f"/models/{name}" if version is None else f"/models/{name}/versions/{version}"
+        self.request("DELETE", path)
+
+    def download(self, name: str, version: int, filename: str, to: Path) -> None:
+        """Write one checkpoint file to ``to``, streamed (weights may be hundreds of MB)."""
+        path = f"/models/{name}/versions/{version}/files/{filename}"
+        try:
+            with self.http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    refuse(response)
+                with to.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot download {path}: {exc}") from exc
+
+    def import_version(self, name: str, checkpoint: Path, weights: Path) -> dict[str, Any]:
+        with checkpoint.open("rb") as meta, weights.open("rb") as tensors:
+            files = {"checkpoint": meta, "weights": tensors}
+            return self.request("POST", f"/models/{name}/versions", files=files)  # type: ignore[no-any-return]
 
     def predict(self, model_name: str, inputs: list[str], **options: Any) -> dict[str, Any]:
         body = {"model_name": model_name, "inputs": inputs, **options}

@@ -3,27 +3,51 @@ scripts rely on (0 done, 1 job failed, 2 refused, 3 no server)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 
-from tests.conftest import LiveServer
+from app.cli import cli
+from app.ml.checkpoint import Checkpoint
+from app.ml.hyperparameters import Hyperparameters
+from app.store.layout import MODEL_NAME_PATTERN
+from tests.conftest import LiveServer, long_text
 
 CHARNN = [sys.executable, "-m", "app.cli"]
 
 
-def charnn(server: LiveServer | None, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+def environment(server: LiveServer | None) -> dict[str, str]:
+    """This environment less its CHARNN_* and whatever tells rich how to draw, plus the URL."""
+    drawing = ("COLUMNS", "LINES", "TERM", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_") and k not in drawing}
     env["CHARNN_URL"] = server.base_url if server else "http://127.0.0.1:9"
-    env["COLUMNS"] = "200"  # one line per progress update, tables unwrapped
+    env.update(LANG="C.UTF-8", PYTHONIOENCODING="utf-8")
+    return env
+
+
+def charnn(server: LiveServer | None, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI with its output piped, as a script runs it."""
     return subprocess.run(
-        [*CHARNN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [*CHARNN, *args],
+        cwd=cwd,
+        env=environment(server) | {"COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -150,3 +174,213 @@ def test_a_job_that_does_not_succeed_exits_1(server: LiveServer, tmp_path: Path)
 
     assert follow.returncode == 1
     assert "job cancelled" in err.read_text()
+
+
+# --- at 80 columns, on a terminal and piped ---------------------------------------------------
+
+CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # colours and styles: within a line
+CLOCK = re.compile(r"\d+:\d\d:\d\d")
+
+
+def screen_lines(raw: str) -> list[str]:
+    """What a terminal shows, line by line: styles dropped, every cursor move, carriage
+    return and newline a line break (so a redrawn frame is a line of its own)."""
+    plain = CSI.sub("\n", SGR.sub("", raw))
+    return [line for line in re.split(r"[\r\n]+", plain) if line.strip()]
+
+
+class Terminal:
+    """The ``charnn`` CLI on a pseudo-terminal of 80 columns, as a person runs it."""
+
+    def __init__(self, server: LiveServer, *args: str, cwd: Path) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        env = environment(server)
+        env.update(COLUMNS="80", LINES="24", TERM="xterm-256color")
+        self.process = subprocess.Popen(
+            [*CHARNN, *args], cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        self.output = ""
+
+    def read_until(self, done: Callable[[str], bool], timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while not done(self.output) and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the CLI exited and closed its side
+                break
+            if not chunk:
+                break
+            self.output += chunk.decode(errors="replace")
+        return self.output
+
+    def wait(self) -> int:
+        self.read_until(lambda _: False, timeout=30)  # until the CLI closes the terminal
+        os.close(self.master)
+        return self.process.wait(timeout=30)
+
+
+def test_on_a_terminal_the_bar_and_eta_fit_80_columns_and_ctrl_c_leaves_the_job_running(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    (tmp_path / "story.txt").write_text(long_text(8000))
+    terminal = Terminal(
+        server,
+        *("train", "story", "story.txt", "--text", "--follow", "--epochs", "40"),
+        *("--cell", "gru", "--hidden-size", "256", "--embedding-size", "16", "--num-layers"),
+        *("1", "--seq-len", "64", "--batch-size", "16", "--validation-fraction", "0"),
+        cwd=tmp_path,
+    )
+    # a text model's sample is 64 characters: more than 80 columns leave beside the bar
+    terminal.read_until(lambda seen: "3/40" in seen and CLOCK.search(seen.split("3/40")[-1]))
+    terminal.process.send_signal(signal.SIGINT)
+    returncode = terminal.wait()
+
+    lines = screen_lines(terminal.output)
+    frames = [line for line in lines if "/40" in line and "━" in line]
+    job_id = lines[0].split()[1]  # "job <id> queued"
+    assert returncode == 130, terminal.output
+    assert frames, lines
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert any("3/40" in frame and CLOCK.search(frame) and "…" in frame for frame in frames)
+    message = " ".join(" ".join(lines[-4:]).split())  # wrapped at 80 columns
+    assert "keeps running on the server" in message
+    assert f"charnn cancel {job_id}" in message
+    assert server.http.get(f"/jobs/{job_id}").json()["status"] in ("queued", "running")
+
+
+def test_piped_follow_prints_one_plain_line_per_epoch_and_resumes_across_a_restart(
+    start_server: Callable[..., LiveServer], long_job: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    server = start_server()
+    job_id = server.http.post("/train", json=long_job("story", 24, characters=3000)).json()["id"]
+    out = tmp_path / "out.txt"
+    with out.open("w") as stdout:
+        follow = subprocess.Popen(
+            [*CHARNN, "follow", job_id[:6]],  # a start of the id is enough
+            cwd=tmp_path,
+            env=environment(server),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while out.read_text().count("\n") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status_at_stop = server.http.get(f"/jobs/{job_id}").json()["status"]
+        server.stop()  # the stream ends with the server; the job waits in the registry
+        restarted = start_server(store_dir=server.store_dir, port=server.port)
+        _, stderr = follow.communicate(timeout=120)
+
+    lines = out.read_text().splitlines()
+    assert follow.returncode == 0, stderr
+    assert status_at_stop == "running"
+    assert restarted.http.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+    assert [line.split()[1] for line in lines[:-1]] == [f"{n}/24" for n in range(1, 25)]
+    assert all(line.startswith("story ") and "eta " in line for line in lines[:-1])
+    assert lines[-1] == "story version 1 is ready"
+    assert "\x1b" not in out.read_text()
+
+
+# --- for scripts ------------------------------------------------------------------------------
+
+
+def test_scripts_get_json_ids_and_full_values(server: LiveServer, tmp_path: Path) -> None:
+    (tmp_path / "pairs.csv").write_text("hello,ohlol\n")
+    trained = charnn(server, "train", "hello", "pairs.csv", "-q", "--follow", cwd=tmp_path)
+    job_id = trained.stdout.strip()
+    queued = charnn(server, "train", "other", "pairs.csv", "--json", cwd=tmp_path)
+    other_id = json.loads(queued.stdout)["id"]
+    cancelled = charnn(server, "cancel", other_id[:8], "-q", cwd=tmp_path)
+
+    listed = charnn(server, "jobs", cwd=tmp_path)
+    ids = charnn(server, "jobs", "-q", cwd=tmp_path)
+    as_json = charnn(server, "jobs", "--json", cwd=tmp_path)
+    one = charnn(server, "jobs", job_id[:5], cwd=tmp_path)
+    # ids are random: whatever start they share (often none) is ambiguous
+    shared = os.path.commonprefix([job_id, other_id])
+    ambiguous = charnn(server, "jobs", shared, cwd=tmp_path)
+    unknown = charnn(server, "follow", "zz", cwd=tmp_path)
+    models = charnn(server, "models", "-q", cwd=tmp_path)
+    versions = charnn(server, "models", "hello", "--json", cwd=tmp_path)
+    predicted = charnn(server, "predict", "hello", "hello", "--json", cwd=tmp_path)
+    streamed = charnn(server, "follow", job_id, "--json", cwd=tmp_path)
+
+    assert trained.returncode == 0, trained.stderr
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+    assert cancelled.stdout.strip() == other_id
+    assert listed.stdout.splitlines()[0].split("\t") == [
+        *("id", "model", "status", "epoch", "version", "created")
+    ]
+    assert {line.split("\t")[0] for line in listed.stdout.splitlines()[1:]} == {job_id, other_id}
+    assert set(ids.stdout.split()) == {job_id, other_id}
+    assert json.loads(as_json.stdout) == server.http.get("/jobs?limit=20").json()
+    assert json.loads(one.stdout) == server.http.get(f"/jobs/{job_id}").json()
+    assert ambiguous.returncode == 2
+    assert job_id in ambiguous.stderr
+    assert other_id in ambiguous.stderr
+    assert unknown.returncode == 2
+    assert "no job id starts with 'zz'" in unknown.stderr
+    assert models.stdout.split() == ["hello"]
+    assert json.loads(versions.stdout) == server.http.get("/models/hello").json()
+    assert json.loads(predicted.stdout)["outputs"] == ["ohlol"]
+    events = [json.loads(line) for line in streamed.stdout.splitlines()]
+    assert [event["epoch"] for event in events if "loss" in event] == list(range(1, 16))
+    assert events[-1] == server.http.get(f"/jobs/{job_id}").json()
+
+
+def test_a_servers_message_is_printed_as_it_is_brackets_and_all(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    result = charnn(server, "models", "Not-A-Slug", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "refused (422)" in result.stderr
+    assert MODEL_NAME_PATTERN in result.stderr  # ^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$
+
+
+def test_download_import_and_delete(
+    server: LiveServer, tmp_path: Path, hello_model: Checkpoint, publish_model: Any
+) -> None:
+    publish_model(server.store_dir, "hello", hello_model)
+
+    downloaded = charnn(server, "download", "hello", "--output", "ckpt", cwd=tmp_path)
+    imported = charnn(server, "import", "copy", "ckpt", "-q", cwd=tmp_path)
+    again = charnn(server, "import", "copy", "ckpt", "--json", cwd=tmp_path)
+    predicted = charnn(server, "predict", "copy", "hello", "--version", "2", cwd=tmp_path)
+    deleted_version = charnn(server, "delete", "copy", "--version", "1", cwd=tmp_path)
+    deleted_model = charnn(server, "delete", "hello", cwd=tmp_path)
+
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint.json",
+        "weights.safetensors",
+    ]
+    assert imported.stdout.strip() == "1"
+    assert json.loads(again.stdout)["version"] == 2
+    assert predicted.stdout.strip() == "ohlol"
+    assert deleted_version.stdout.strip() == "deleted copy version 1"
+    assert [v["version"] for v in server.http.get("/models/copy").json()["versions"]] == [2]
+    assert deleted_model.returncode == 0
+    assert server.http.get("/models/hello").status_code == 404
+
+
+def test_version_completion_and_every_hyperparameter(tmp_path: Path) -> None:
+    version = charnn(None, "--version", cwd=tmp_path)
+    completion = charnn(None, "--show-completion", "bash", cwd=tmp_path)
+    help_text = charnn(None, "--help", cwd=tmp_path)
+
+    options = {
+        param.name
+        for param in typer.main.get_command(cli).commands["train"].params  # type: ignore[attr-defined]
+    }
+    assert version.stdout.startswith("charnn ")
+    assert completion.returncode == 0
+    assert "complete" in completion.stdout
+    assert "--install-completion" in help_text.stdout
+    assert set(Hyperparameters.model_fields) <= options
