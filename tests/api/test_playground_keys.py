@@ -1,0 +1,157 @@
+"""The playground where the service has API keys, as a person uses it: a real headless
+Chromium against a real uvicorn server started with an admin and a predict key.
+
+The key goes into the page's "API key" field (this tab's sessionStorage), every call and the
+job's event stream (read with fetch, not EventSource) send it, refusals say which key is
+needed, and a reload during a job finds the job again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.api.browser import DOCS, chromium, console_errors, screenshot, text_of
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+PREDICT_KEY = "predict-key-0123456789abcdef"
+WRONG_KEY = "wrong-key-0123456789abcdef"
+KEYS = f"admin:{ADMIN_KEY},predict:{PREDICT_KEY}"
+EPOCHS = 40  # the tutorial, long enough to reload the page while it trains
+REFUSED = ("401", "403")  # the console's lines for the refusals this test asks for
+
+
+@pytest.fixture
+def keyed_server(start_server: Callable[..., Any]) -> Any:
+    return start_server(api_keys=KEYS)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def use_key(browser: WebDriver, key: str) -> None:
+    field = browser.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(key)
+    browser.find_element(By.ID, "api-key-save").click()
+
+
+def wait_for_text(browser: WebDriver, element_id: str, text: str, timeout: float = 10) -> str:
+    WebDriverWait(browser, timeout).until(lambda b: text in text_of(b, element_id))
+    return text_of(browser, element_id)
+
+
+def epoch_rows(browser: WebDriver) -> list[str]:
+    cells = browser.find_elements(By.CSS_SELECTOR, "#epoch-table td .predicted")
+    return [str(cell.text) for cell in cells]
+
+
+def test_train_reload_and_predict_with_keys(keyed_server: Any, browser: WebDriver) -> None:
+    browser.get(f"{keyed_server.base_url}/")
+    # no key: the page says what to do rather than just "401"
+    models_error = wait_for_text(browser, "models-error", "HTTP 401")
+    assert "missing API key" in models_error
+    assert 'Enter a key with the predict scope in the "API key" field' in models_error
+
+    use_key(browser, WRONG_KEY)
+    assert wait_for_text(browser, "models-error", "invalid API key")
+    browser.find_element(By.ID, "train-button").click()
+    train_error = wait_for_text(browser, "train-error", "Training refused (HTTP 401)")
+    assert "with the admin scope" in train_error
+
+    use_key(browser, PREDICT_KEY)
+    browser.find_element(By.ID, "train-button").click()
+    train_error = wait_for_text(browser, "train-error", "Training refused (HTTP 403)")
+    assert "this API key lacks the 'admin' scope" in train_error
+    assert "needs a key with the admin scope" in train_error
+    assert text_of(browser, "api-key-state") == "key set for this tab"
+
+    # the key is kept for this tab only, and never put in a URL
+    use_key(browser, ADMIN_KEY)
+    assert browser.execute_script("return sessionStorage.getItem('charnn.apiKey')") == ADMIN_KEY
+    assert browser.execute_script("return localStorage.length") == 0
+    epochs = browser.find_element(By.ID, "epochs")
+    epochs.clear()
+    epochs.send_keys(str(EPOCHS))
+    browser.find_element(By.ID, "train-button").click()
+    WebDriverWait(browser, 15).until(lambda b: len(epoch_rows(b)) >= 2)
+    assert not browser.find_element(By.ID, "train-error").is_displayed()
+    job_id = browser.execute_script("return JSON.parse(sessionStorage.getItem('charnn.job')).id")
+    running = keyed_server.http.get(f"/jobs/{job_id}", headers=bearer(ADMIN_KEY)).json()
+    assert running["status"] == "running", "the job ended before the page reloaded"
+
+    browser.refresh()  # mid-job: the page follows the same job again, with the same key
+    assert browser.find_element(By.ID, "api-key").get_attribute("value") == ADMIN_KEY
+    assert wait_for_text(browser, "train-status", f"Job {job_id[:8]} for hello")
+    deadline = time.monotonic() + 30
+    while not text_of(browser, "train-status").startswith("Done"):
+        assert time.monotonic() < deadline, text_of(browser, "train-status")
+        time.sleep(0.1)
+    predicted = epoch_rows(browser)
+    assert len(predicted) == EPOCHS
+    assert predicted[-1] == "ohlol"
+    assert text_of(browser, "progress-label").startswith(f"{EPOCHS} / {EPOCHS} epochs")
+    line = browser.find_element(By.CSS_SELECTOR, "#chart polyline.loss")
+    assert len(str(line.get_attribute("points")).split()) == EPOCHS
+    recent = Select(browser.find_element(By.ID, "recent-jobs"))
+    assert recent.first_selected_option.get_attribute("value") == job_id
+    assert (
+        recent.first_selected_option.text
+        == f"hello {job_id[:8]}: succeeded, {EPOCHS}/{EPOCHS} epochs"
+    )
+
+    WebDriverWait(browser, 10).until(
+        lambda b: (
+            Select(b.find_element(By.ID, "version-select")).first_selected_option.text
+            == "version 1"
+        )
+    )
+    browser.find_element(By.ID, "predict-button").click()
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#predict-output output")
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#predict-output output").text == "ohlol"
+    assert ADMIN_KEY not in browser.current_url
+    screenshot(browser, "playground-keys.png")
+    assert console_errors(browser, allowed=REFUSED) == []
+    assert ADMIN_KEY not in keyed_server.log
+
+
+def test_screenshot_for_the_readme(keyed_server: Any, browser: WebDriver) -> None:
+    """docs/playground.png: the tutorial trained and predicted, at 1024 px wide."""
+    browser.set_window_size(1024, 1400)
+    try:
+        browser.get(f"{keyed_server.base_url}/")
+        use_key(browser, ADMIN_KEY)
+        browser.find_element(By.ID, "train-button").click()
+        wait_for_text(browser, "train-status", "Done", timeout=30)
+        WebDriverWait(browser, 10).until(
+            lambda b: (
+                Select(b.find_element(By.ID, "version-select")).first_selected_option.text
+                == "version 1"
+            )
+        )
+        browser.find_element(By.ID, "predict-button").click()
+        WebDriverWait(browser, 10).until(
+            lambda b: b.find_elements(By.CSS_SELECTOR, "#predict-output output")
+        )
+        browser.find_element(By.ID, "api-key").clear()  # the picture shows no key
+        picture = screenshot(browser, "playground.png", DOCS)
+    finally:
+        browser.set_window_size(1280, 1800)
+    assert keyed_server.http.get("/jobs", headers=bearer(ADMIN_KEY)).json()["total"] == 1
+    assert picture.stat().st_size < 300_000
