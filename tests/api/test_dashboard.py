@@ -1,0 +1,156 @@
+"""The runs dashboard at ``/dashboard``, as a person uses it: a real headless Chromium, 1024 px
+wide, against a real uvicorn server with API keys, after two runs of the tutorial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.api.browser import DOCS, chromium, console_errors, screenshot
+from tests.conftest import TestClient
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+PREDICT_KEY = "predict-key-0123456789abcdef"
+KEYS = f"admin:{ADMIN_KEY},predict:{PREDICT_KEY}"
+WIDTH = 1024
+
+
+def tutorial(learning_rate: float, seed: int) -> dict[str, Any]:
+    return {
+        "model_name": "hello",
+        "data": {"pairs": [{"input": "hello", "target": "ohlol"}]},
+        "hyperparameters": {
+            "architecture": "rnn_cell",
+            "learning_rate": learning_rate,
+            "epochs": 15,
+            "seed": seed,
+        },
+    }
+
+
+@pytest.fixture
+def two_runs(start_server: Callable[..., Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """A keyed server on which the tutorial ran twice, with other learning rates and seeds."""
+    server = start_server(api_keys=KEYS)
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    ids = []
+    for learning_rate, seed in ((0.1, 1), (0.05, 2)):
+        response = server.http.post("/train", json=tutorial(learning_rate, seed), headers=headers)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    server.http.headers.update(headers)
+    return server, [server.wait_for_job(job_id) for job_id in ids]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        driver.set_window_size(WIDTH, 1400)
+        yield driver
+
+
+def cut_columns(browser: WebDriver) -> list[str]:
+    """Tables wider than their box, and the page wider than the window (nothing may be)."""
+    script = """
+        const cut = [];
+        const page = document.documentElement;
+        if (page.scrollWidth > page.clientWidth) cut.push(`page ${page.scrollWidth}`);
+        for (const table of document.querySelectorAll("table")) {
+          const box = table.parentElement;
+          if (table.scrollWidth > box.clientWidth || box.scrollWidth > box.clientWidth) {
+            cut.push(`${table.id} ${table.scrollWidth} > ${box.clientWidth}`);
+          }
+        }
+        return cut;
+    """
+    found: list[str] = browser.execute_script(script)
+    return found
+
+
+def test_page_and_assets_are_served_locally(client: TestClient) -> None:
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text
+    assert "https://" not in page.text
+    for asset in ("/static/dashboard/dashboard.js", "/static/dashboard/dashboard.css"):
+        assert asset in page.text
+        response = client.get(asset)
+        assert response.status_code == 200
+        assert "https://" not in response.text
+    assert 'href="/dashboard"' in client.get("/").text  # linked from the playground
+
+
+def test_compare_two_runs(two_runs: tuple[Any, list[dict[str, Any]]], browser: WebDriver) -> None:
+    server, oldest_first = two_runs
+    jobs = oldest_first[::-1]  # as listed: newest first
+    browser.get(f"{server.base_url}/dashboard")
+    field = browser.find_element(By.ID, "api-key")
+    field.send_keys(PREDICT_KEY)  # reading runs needs no more than a predict key
+    browser.find_element(By.ID, "api-key-save").click()
+
+    rows = WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-job]")
+    )
+    assert [row.get_attribute("data-job") for row in rows] == [j["id"] for j in jobs]
+    WebDriverWait(browser, 10).until(
+        lambda b: "–" not in b.find_element(By.CSS_SELECTOR, "#runs tbody tr").text
+    )
+    for row, job in zip(rows, jobs, strict=True):
+        cells = [str(cell.text) for cell in row.find_elements(By.TAG_NAME, "td")]
+        assert cells[1] == job["id"][:8]
+        assert cells[2:4] == ["hello", "succeeded"]
+        assert f"lr {job['hyperparameters']['learning_rate']}" in cells[4]
+        assert cells[5] == "15 / 15"
+        history = server.http.get(f"/jobs/{job['id']}/epochs").json()["items"]
+        losses = [epoch["loss"] for epoch in history]
+        assert float(cells[6]) == pytest.approx(losses[-1], rel=1e-3)
+        assert float(cells[7]) == pytest.approx(min(losses), rel=1e-3)
+        assert cells[9].endswith(" s")
+    assert "1–2 of 2 jobs" in browser.find_element(By.ID, "page-label").text
+    assert not browser.find_element(By.ID, "next-page").is_enabled()
+
+    for box in browser.find_elements(By.CSS_SELECTOR, "#runs tbody td.pick input"):
+        box.click()
+    series = browser.find_elements(By.CSS_SELECTOR, "#compare-chart g.series")
+    assert sorted(str(s.get_attribute("data-job")) for s in series) == sorted(j["id"] for j in jobs)
+    for group in series:
+        for name in ("loss", "accuracy"):
+            line = group.find_element(By.CSS_SELECTOR, f"polyline.{name}")
+            assert len(str(line.get_attribute("points")).split()) == 15
+    assert len({str(s.get_attribute("stroke")) for s in series}) == 2  # told apart by colour
+
+    differ = browser.find_elements(By.CSS_SELECTOR, "#differ tbody tr")
+    side_by_side = {
+        str(row.get_attribute("data-hyperparameter")): [
+            str(cell.text) for cell in row.find_elements(By.TAG_NAME, "td")
+        ]
+        for row in differ
+    }
+    assert side_by_side == {"learning_rate": ["0.05", "0.1"], "seed": ["2", "1"]}
+    headings = [str(th.text) for th in browser.find_elements(By.CSS_SELECTOR, "#differ thead th")]
+    assert headings == ["Hyperparameter", *(f"hello {j['id'][:8]}" for j in jobs)]
+
+    # the model's versions, their metrics and files
+    versions = WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#versions tbody tr[data-version]")
+    )
+    assert [v.get_attribute("data-version") for v in versions] == ["2", "1"]
+    links = versions[0].find_elements(By.CSS_SELECTOR, "td.files a")
+    hrefs = [str(link.get_attribute("href")) for link in links]
+    assert hrefs == [
+        f"{server.base_url}/models/hello/versions/2/files/checkpoint.json",
+        f"{server.base_url}/models/hello/versions/2/files/weights.safetensors",
+    ]
+    assert server.http.get(hrefs[0]).json()["format"]
+
+    assert cut_columns(browser) == []
+    picture = screenshot(browser, "dashboard.png", DOCS)
+    assert picture.stat().st_size < 300_000
+    assert console_errors(browser, allowed=("401",)) == []  # the page opened before the key
