@@ -2,11 +2,13 @@
 
 Needs Debian's chromium and chromium-driver (``scripts/browser.sh`` installs them); a test
 fails, rather than skips, where they are missing, and never downloads a browser.
-Screenshots land in ``test-artifacts/``; ``docs/`` holds the README's.
+Screenshots land in ``test-artifacts/``; the README's pictures in ``docs/`` are written
+again only with ``CHARNN_UPDATE_SCREENSHOTS=1``, so that a test run leaves the tree as it was.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -74,6 +76,26 @@ def screenshot(browser: WebDriver, name: str, directory: Path = ARTIFACTS) -> Pa
     finally:
         browser.set_window_size(size["width"], size["height"])
     return directory / name
+
+
+def readme_picture(browser: WebDriver, name: str, scale: float = 0.8) -> Path:
+    """The whole page for the README, drawn at ``scale`` (smaller files, as wide as the README
+    shows it): in ``test-artifacts/``, and in ``docs/`` with ``CHARNN_UPDATE_SCREENSHOTS=1``."""
+    width, height = browser.execute_script(
+        # the whole window's width: captured beyond the viewport, the page has no scrollbar
+        "const page = document.documentElement;"
+        "return [Math.max(page.scrollWidth, window.innerWidth), page.scrollHeight];"
+    )
+    clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": scale}
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    picture = ARTIFACTS / name
+    picture.write_bytes(base64.b64decode(shot["data"]))
+    if os.environ.get("CHARNN_UPDATE_SCREENSHOTS") == "1":
+        (DOCS / name).write_bytes(picture.read_bytes())
+    return picture
 
 
 def console_errors(browser: WebDriver, allowed: tuple[str, ...] = ()) -> list[str]:

@@ -12,7 +12,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.api.browser import DOCS, chromium, console_errors, screenshot
+from tests.api.browser import chromium, console_errors, readme_picture
 from tests.conftest import TestClient
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -151,6 +151,6 @@ def test_compare_two_runs(two_runs: tuple[Any, list[dict[str, Any]]], browser: W
     assert server.http.get(hrefs[0]).json()["format"]
 
     assert cut_columns(browser) == []
-    picture = screenshot(browser, "dashboard.png", DOCS)
+    picture = readme_picture(browser, "dashboard.png")
     assert picture.stat().st_size < 300_000
     assert console_errors(browser, allowed=("401",)) == []  # the page opened before the key
