@@ -322,9 +322,11 @@ class LiveServer:
     Its job workers are spawned into the same group, so ``stop`` can end them all.
     """
 
-    def __init__(self, store_dir: Path, settings: dict[str, Any], log_path: Path) -> None:
+    def __init__(
+        self, store_dir: Path, settings: dict[str, Any], log_path: Path, port: int | None = None
+    ) -> None:
         self.store_dir = store_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = charnn_environment({"store_dir": store_dir, **TEST_SETTINGS, **settings})
@@ -394,16 +396,20 @@ class LiveServer:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """``start_server(store_dir=None, **settings)``: a ready real server; stopped after the test.
+    """``start_server(store_dir=None, port=None, **settings)``: a ready real server; stopped
+    after the test.
 
     ``settings`` are ``Settings`` fields, passed as ``CHARNN_*`` environment variables;
-    give the ``store_dir`` of an earlier server to restart on its store.
+    give the ``store_dir`` (and the ``port``, for clients that reconnect) of an earlier
+    server to restart on its store.
     """
     servers: list[LiveServer] = []
 
-    def start(store_dir: Path | None = None, **settings: Any) -> LiveServer:
+    def start(
+        store_dir: Path | None = None, port: int | None = None, **settings: Any
+    ) -> LiveServer:
         log_path = tmp_path / f"server-{len(servers) + 1}.log"
-        server = LiveServer(store_dir or tmp_path / "store", settings, log_path)
+        server = LiveServer(store_dir or tmp_path / "store", settings, log_path, port)
         servers.append(server)
         server.wait_ready()
         return server

@@ -111,11 +111,18 @@ def text_of(browser: WebDriver, element_id: str) -> str:
     return str(browser.find_element(By.ID, element_id).text)
 
 
-def requested_urls(browser: WebDriver) -> list[str]:
-    """Every URL the page asked for since the last call (Chrome's performance log)."""
-    urls = []
+def requests_sent(browser: WebDriver) -> list[tuple[str, dict[str, str]]]:
+    """Every request the page made since the last call, with its headers (Chrome's
+    performance log; the browser must have been started with ``network_log``)."""
+    sent = []
     for entry in browser.get_log("performance"):
         message: dict[str, Any] = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
-            urls.append(str(message["params"]["request"]["url"]))
-    return urls
+            request = message["params"]["request"]
+            sent.append((str(request["url"]), dict(request["headers"])))
+    return sent
+
+
+def requested_urls(browser: WebDriver) -> list[str]:
+    """Every URL the page asked for since the last call."""
+    return [url for url, _ in requests_sent(browser)]

@@ -3,7 +3,8 @@ Chromium against a real uvicorn server started with an admin and a predict key.
 
 The key goes into the page's "API key" field (this tab's sessionStorage), every call and the
 job's event stream (read with fetch, not EventSource) send it, refusals say which key is
-needed, and a reload during a job finds the job again.
+needed, a reload during a job finds the job again, and a stream that drops (the service
+restarts) resumes after the last epoch it brought.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.api.browser import chromium, console_errors, readme_picture, text_of
+from tests.api.browser import chromium, console_errors, readme_picture, requests_sent, text_of
+from tests.conftest import long_body
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 PREDICT_KEY = "predict-key-0123456789abcdef"
@@ -35,7 +37,8 @@ def keyed_server(start_server: Callable[..., Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with chromium(profile, network_log=True) as driver:
         yield driver
 
 
@@ -139,3 +142,45 @@ def test_train_reload_and_predict_with_keys(keyed_server: Any, browser: WebDrive
     assert picture.stat().st_size < 300_000
     assert console_errors(browser, allowed=REFUSED) == []
     assert ADMIN_KEY not in keyed_server.log
+
+
+def test_a_dropped_stream_resumes_after_its_last_epoch(
+    start_server: Callable[..., Any], browser: WebDriver
+) -> None:
+    server = start_server(api_keys=KEYS)
+    epochs = 24  # a few seconds of a next-character GRU, to restart the service in between
+    body = long_body("story", epochs, characters=2000)
+    job_id = server.http.post("/train", json=body, headers=bearer(ADMIN_KEY)).json()["id"]
+    browser.get(f"{server.base_url}/")
+    use_key(browser, PREDICT_KEY)  # following a job needs no more than a predict key
+    WebDriverWait(browser, 10).until(
+        lambda b: (
+            Select(b.find_element(By.ID, "recent-jobs")).first_selected_option.get_attribute(
+                "value"
+            )
+            == job_id
+        )
+    )
+    browser.find_element(By.ID, "follow-button").click()
+    WebDriverWait(browser, 30).until(lambda b: len(epoch_rows(b)) >= 2)
+
+    requests_sent(browser)  # forget the requests so far
+    server.stop()  # its streams end at once; the interrupted job resumes on the next start
+    assert len(epoch_rows(browser)) < epochs, "the job ended before the service stopped"
+    start_server(server.store_dir, port=server.port, api_keys=KEYS)
+    wait_for_text(browser, "train-status", "Done: story version 1 is ready", timeout=60)
+
+    numbers = browser.execute_script(
+        "return [...document.querySelectorAll('#epoch-table tbody tr td:first-child')]"
+        ".map((cell) => Number(cell.textContent))"
+    )
+    assert numbers == list(range(1, epochs + 1))  # each epoch once, in order
+    resumed = [
+        headers
+        for url, headers in requests_sent(browser)
+        if url == f"{server.base_url}/jobs/{job_id}/events"
+    ]
+    assert resumed, "the page never asked for the stream again"
+    assert all(headers["Authorization"] == f"Bearer {PREDICT_KEY}" for headers in resumed)
+    assert int(resumed[-1]["Last-Event-ID"]) >= 2
+    assert console_errors(browser, allowed=("ERR_CONNECTION_REFUSED", *REFUSED)) == []

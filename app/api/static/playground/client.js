@@ -122,10 +122,11 @@ function parseEvent(block) {
 }
 
 // Reads GET /jobs/{id}/events to its end, resuming with Last-Event-ID when the stream
-// drops. handlers: { job(summary), epoch(metrics), end(summary), dropped(attempt) }.
-// Resolves when the job ended; rejects with an ApiError the service refused the stream
-// with, or after `attempts` reconnections in a row that brought nothing new.
-async function followEvents(jobId, handlers, { signal, attempts = 5, retryMs = 1000 } = {}) {
+// drops (every `retryMs`: a restarting service has half a minute to come back).
+// handlers: { job(summary), epoch(metrics), end(summary), dropped(attempt) }. Resolves
+// when the job ended; rejects with an ApiError the service refused the stream with, or
+// after `attempts` reconnections in a row that brought nothing new.
+async function followEvents(jobId, handlers, { signal, attempts = 30, retryMs = 1000 } = {}) {
   const path = `/jobs/${encodeURIComponent(jobId)}/events`;
   let lastEpoch = 0;
   let failures = 0;

@@ -152,7 +152,10 @@ function follow(job, request) {
       renderJob(final);
       finished(final);
     },
-    dropped: () => setStatus("The event stream dropped; reconnecting…"),
+    dropped: () => {
+      following.lastStatus = null; // the next summary says how the job is again
+      setStatus("The event stream dropped; reconnecting…");
+    },
   };
   followEvents(job.id, handlers, { signal: controller.signal }).catch((err) => {
     if (controller.signal.aborted) return;
