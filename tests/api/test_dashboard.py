@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.api.browser import chromium, console_errors, readme_picture
-from tests.conftest import TestClient
+from tests.conftest import TestClient, long_body
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 PREDICT_KEY = "predict-key-0123456789abcdef"
@@ -37,14 +37,14 @@ def tutorial(learning_rate: float, seed: int) -> dict[str, Any]:
 @pytest.fixture
 def two_runs(start_server: Callable[..., Any]) -> tuple[Any, list[dict[str, Any]]]:
     """A keyed server on which the tutorial ran twice, with other learning rates and seeds."""
-    server = start_server(api_keys=KEYS)
+    server = start_server(api_keys=KEYS, max_concurrent_jobs=2)  # the two runs at once
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     ids = []
     for learning_rate, seed in ((0.1, 1), (0.05, 2)):
         response = server.http.post("/train", json=tutorial(learning_rate, seed), headers=headers)
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
-    server.http.headers.update(headers)
+    server.http.headers.update(headers)  # the test's own calls are an admin's
     return server, [server.wait_for_job(job_id) for job_id in ids]
 
 
@@ -87,23 +87,33 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     assert 'href="/dashboard"' in client.get("/").text  # linked from the playground
 
 
+def cells_of(browser: WebDriver, job_id: str) -> list[str]:
+    """The texts of a job's row, read at once (the table is refreshed every two seconds)."""
+    script = (
+        "const row = document.querySelector(`#runs tr[data-job='${arguments[0]}']`);"
+        "return row ? [...row.cells].map((cell) => cell.textContent) : [];"
+    )
+    cells: list[str] = browser.execute_script(script, job_id)
+    return cells
+
+
 def test_compare_two_runs(two_runs: tuple[Any, list[dict[str, Any]]], browser: WebDriver) -> None:
     server, oldest_first = two_runs
-    jobs = oldest_first[::-1]  # as listed: newest first
+    finished = oldest_first[::-1]  # as listed: newest first
+    running = server.http.post("/train", json=long_body("story", 200, 2000)).json()
     browser.get(f"{server.base_url}/dashboard")
     field = browser.find_element(By.ID, "api-key")
     field.send_keys(PREDICT_KEY)  # reading runs needs no more than a predict key
     browser.find_element(By.ID, "api-key-save").click()
 
-    rows = WebDriverWait(browser, 10).until(
+    listed = WebDriverWait(browser, 10).until(
         lambda b: b.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-job]")
     )
-    assert [row.get_attribute("data-job") for row in rows] == [j["id"] for j in jobs]
-    WebDriverWait(browser, 10).until(
-        lambda b: "–" not in b.find_element(By.CSS_SELECTOR, "#runs tbody tr").text
-    )
-    for row, job in zip(rows, jobs, strict=True):
-        cells = [str(cell.text) for cell in row.find_elements(By.TAG_NAME, "td")]
+    ids = [running["id"], *(job["id"] for job in finished)]
+    assert [row.get_attribute("data-job") for row in listed] == ids
+    for job in finished:
+        WebDriverWait(browser, 10).until(lambda b, job=job: "–" not in cells_of(b, job["id"]))
+        cells = cells_of(browser, job["id"])
         assert cells[1] == job["id"][:8]
         assert cells[2:4] == ["hello", "succeeded"]
         assert f"lr {job['hyperparameters']['learning_rate']}" in cells[4]
@@ -113,11 +123,23 @@ def test_compare_two_runs(two_runs: tuple[Any, list[dict[str, Any]]], browser: W
         assert float(cells[6]) == pytest.approx(losses[-1], rel=1e-3)
         assert float(cells[7]) == pytest.approx(min(losses), rel=1e-3)
         assert cells[9].endswith(" s")
-    assert "1–2 of 2 jobs" in browser.find_element(By.ID, "page-label").text
+    assert "1–3 of 3 jobs" in browser.find_element(By.ID, "page-label").text
     assert not browser.find_element(By.ID, "next-page").is_enabled()
 
-    for box in browser.find_elements(By.CSS_SELECTOR, "#runs tbody td.pick input"):
-        box.click()
+    # live: the running job's row follows its epochs without a reload
+    def epochs_done(b: WebDriver) -> int:
+        cells = cells_of(b, running["id"])
+        return int(cells[5].split(" / ")[0]) if cells[3] == "running" else 0
+
+    first = WebDriverWait(browser, 30).until(epochs_done)
+    WebDriverWait(browser, 10).until(lambda b: epochs_done(b) > first)
+    assert cells_of(browser, running["id"])[6] != "–"  # its loss so far
+
+    jobs = finished
+    for job in jobs:
+        browser.find_element(
+            By.CSS_SELECTOR, f"#runs tr[data-job='{job['id']}'] td.pick input"
+        ).click()
     series = browser.find_elements(By.CSS_SELECTOR, "#compare-chart g.series")
     assert sorted(str(s.get_attribute("data-job")) for s in series) == sorted(j["id"] for j in jobs)
     for group in series:
