@@ -4,7 +4,9 @@ wide, against a real uvicorn server with API keys, after two runs of the tutoria
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,7 +99,9 @@ def cells_of(browser: WebDriver, job_id: str) -> list[str]:
     return cells
 
 
-def test_compare_two_runs(two_runs: tuple[Any, list[dict[str, Any]]], browser: WebDriver) -> None:
+def test_compare_two_runs(
+    two_runs: tuple[Any, list[dict[str, Any]]], browser: WebDriver, tmp_path: Path
+) -> None:
     server, oldest_first = two_runs
     finished = oldest_first[::-1]  # as listed: newest first
     running = server.http.post("/train", json=long_body("story", 200, 2000)).json()
@@ -170,7 +174,15 @@ def test_compare_two_runs(two_runs: tuple[Any, list[dict[str, Any]]], browser: W
         f"{server.base_url}/models/hello/versions/2/files/checkpoint.json",
         f"{server.base_url}/models/hello/versions/2/files/weights.safetensors",
     ]
-    assert server.http.get(hrefs[0]).json()["format"]
+    # a link cannot send the key: the page fetches the file with it and saves that
+    downloads = tmp_path / "downloads"
+    behaviour = {"behavior": "allow", "downloadPath": str(downloads)}
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", behaviour)
+    links[0].click()
+    saved = downloads / "hello-v2-checkpoint.json"
+    WebDriverWait(browser, 10).until(lambda _: saved.is_file())
+    assert json.loads(saved.read_text()) == server.http.get(hrefs[0]).json()
+    assert not browser.find_element(By.ID, "models-error").is_displayed()
 
     assert cut_columns(browser) == []
     picture = readme_picture(browser, "dashboard.png")
