@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.api.browser import chromium, console_errors, readme_picture
+from tests.api.browser import chromium, console_errors, readme_picture, text_of
 from tests.conftest import TestClient, long_body
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -188,3 +189,17 @@ def test_compare_two_runs(
     picture = readme_picture(browser, "dashboard.png")
     assert picture.stat().st_size < 300_000
     assert console_errors(browser, allowed=("401",)) == []  # the page opened before the key
+
+    # a page at a time: nine more jobs (cancelled at once) put the two runs on page 2
+    for seed in range(9):
+        queued = server.http.post("/train", json=tutorial(0.1, 10 + seed)).json()
+        server.http.post(f"/jobs/{queued['id']}/cancel")
+    Select(browser.find_element(By.ID, "page-size")).select_by_visible_text("10")
+    WebDriverWait(browser, 10).until(lambda b: text_of(b, "page-label") == "1–10 of 12 jobs")
+    browser.find_element(By.ID, "next-page").click()
+    WebDriverWait(browser, 10).until(lambda b: text_of(b, "page-label") == "11–12 of 12 jobs")
+    shown = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-job]")
+    assert [row.get_attribute("data-job") for row in shown] == [job["id"] for job in finished]
+    assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "td.pick input"))
+    assert not browser.find_element(By.ID, "next-page").is_enabled()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-chart g.series")) == 2
