@@ -63,7 +63,9 @@ async function syncEpochs(job) {
   let after = known.items.length ? known.items[known.items.length - 1].epoch : 0;
   for (;;) {
     const page = await api("GET", `${base}?after=${after}&limit=${EPOCH_PAGE}`);
-    known.items.push(...page.items);
+    // two reads at once (a poll and a click) must not add an epoch twice
+    const last = known.items.length ? known.items[known.items.length - 1].epoch : 0;
+    known.items.push(...page.items.filter((e) => e.epoch > last));
     if (page.next_after === null) break;
     after = page.next_after;
   }
@@ -98,7 +100,8 @@ async function loadRuns() {
     view.jobs = page.items;
     view.total = page.total;
     for (const job of page.items) if (chosen.has(job.id)) chosen.set(job.id, job);
-    await Promise.all([...page.items, ...chosen.values()].map(syncEpochs));
+    const shown = new Map([...page.items, ...chosen.values()].map((job) => [job.id, job]));
+    await Promise.all([...shown.values()].map(syncEpochs));
     clearError(box);
   } catch (err) {
     showError(box, err, "Listing jobs failed");
