@@ -1,46 +1,28 @@
 """The playground at ``/``, end to end: a real headless Chromium against a real uvicorn server.
 
-Needs Debian's chromium and chromium-driver (``scripts/browser.sh`` installs them); the
-test fails, rather than skips, where they are missing, and never downloads a browser.
-Screenshots land in ``test-artifacts/``.
+Needs Debian's chromium and chromium-driver (``scripts/browser.sh`` installs them; see
+``tests/api/browser.py``). Screenshots land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
+from tests.api.browser import chromium, console_errors, screenshot, text_of
+
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = Path(os.environ.get("CHARNN_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("CHARNN_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
-CHROME_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1800",
-]
 TRAINING_SECONDS = 30.0
 
 
@@ -53,42 +35,9 @@ def live_server(start_server: Callable[..., Any]) -> str:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    """Headless Chromium with a fresh profile; the driver is given, so nothing is downloaded."""
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not path.is_file():
-            pytest.fail(f"{path} is missing: run scripts/browser.sh (apt-get install {package})")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(15)
-    try:
+    """Headless Chromium with a fresh profile (``tests/api/browser.py``)."""
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def screenshot(browser: WebDriver, name: str) -> None:
-    """The whole page: the window grows to the page's height for the picture."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    size = browser.get_window_size()
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(size["width"], int(height) + 200)
-    try:
-        browser.save_screenshot(str(ARTIFACTS / name))
-    finally:
-        browser.set_window_size(size["width"], size["height"])
-
-
-def console_errors(browser: WebDriver) -> list[str]:
-    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def text_of(browser: WebDriver, element_id: str) -> str:
-    return str(browser.find_element(By.ID, element_id).text)
 
 
 def test_page_and_assets_are_served_locally(client: TestClient) -> None:
@@ -98,7 +47,9 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     assert "/static/playground/playground.js" in page.text
     assert "http://" not in page.text
     assert "https://" not in page.text
-    for asset, media in (("playground.css", "text/css"), ("playground.js", "text/javascript")):
+    assets = [("playground.css", "text/css")]
+    assets += [(name, "text/javascript") for name in ("client.js", "playground.js")]
+    for asset, media in assets:
         response = client.get(f"/static/playground/{asset}")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith(media)

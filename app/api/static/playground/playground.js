@@ -1,5 +1,6 @@
-// charnn playground: talks to the public API only (POST /train, GET /jobs/{id}/events,
-// GET /models, GET /models/{name}, POST /predict, POST /generate). No dependencies.
+// charnn playground: talks to the public API only (POST /train, GET /jobs, GET
+// /jobs/{id}/events, GET /models, GET /models/{name}, POST /predict, POST /generate),
+// through client.js (the API key, requests, the event stream). No dependencies.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -7,99 +8,18 @@ const CHART = { width: 640, height: 300, left: 52, right: 52, top: 16, bottom: 4
 const MAX_ROWS = 500; // epochs shown in the table (the newest ones)
 const MAX_MARKERS = 40; // a dot per epoch up to this many epochs, then lines only
 
-const $ = (id) => document.getElementById(id);
 const ETA_EPOCHS = 5; // the ETA between two summaries: the mean of the last epochs' durations
 const RENDER_MS = 100; // epochs that arrive together (a resumed stream) are drawn once
-let following = null; // { source: EventSource, job, history } while a job is followed
-
-// --- talking to the API -------------------------------------------------------------------
-
-class ApiError extends Error {
-  constructor(status, lines) {
-    super(lines.join("; "));
-    this.status = status;
-    this.lines = lines;
-  }
-}
-
-// "data.pairs[0]" from ["body", "data", "pairs", 0]: the field named as the API names it.
-function formatLoc(loc) {
-  const parts = Array.isArray(loc) && loc[0] === "body" ? loc.slice(1) : loc || [];
-  return parts.reduce((path, part) => {
-    if (typeof part === "number") return `${path}[${part}]`;
-    return path ? `${path}.${part}` : String(part);
-  }, "");
-}
-
-function errorLines(status, data, text) {
-  if (data && Array.isArray(data.detail)) {
-    return data.detail.map((e) => [formatLoc(e.loc), e.msg]);
-  }
-  if (data && typeof data.detail === "string") return [["", data.detail]];
-  return [["", `HTTP ${status}${text ? `: ${text.slice(0, 300)}` : ""}`]];
-}
-
-async function api(method, path, body) {
-  let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (err) {
-    throw new ApiError(0, [["", `could not reach the service (${err.message})`]]);
-  }
-  const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = null;
-  }
-  if (!response.ok) throw new ApiError(response.status, errorLines(response.status, data, text));
-  return data;
-}
-
-// --- small DOM helpers --------------------------------------------------------------------
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
+const JOB_STORAGE = "charnn.job"; // the followed job, found again when the page reloads
+const RECENT_JOBS = 10; // jobs offered to follow
+// { job, request, history, controller } while a job is followed (client.js reads its stream)
+let following = null;
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
   if (text !== undefined) node.textContent = text;
   return node;
-}
-
-// title: "Training refused"; the HTTP status is added when the API answered.
-function showError(box, err, title) {
-  box.replaceChildren();
-  const lines = err instanceof ApiError ? err.lines : [["", String(err)]];
-  const status = err instanceof ApiError && err.status ? ` (HTTP ${err.status})` : "";
-  box.append(el("p", {}, `${title}${status}:`));
-  const list = el("ul");
-  for (const [loc, msg] of lines) {
-    const item = el("li");
-    if (loc) item.append(el("code", {}, loc), ": ");
-    item.append(msg);
-    list.append(item);
-  }
-  box.append(list);
-  box.hidden = false;
-}
-
-function clearError(box) {
-  box.hidden = true;
-  box.replaceChildren();
 }
 
 const percent = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 100)}%`);
@@ -201,6 +121,7 @@ async function startTraining(event) {
   try {
     const job = await api("POST", "/train", request);
     follow(job, request);
+    loadRecentJobs();
   } catch (err) {
     showError(box, err, "Training refused");
     $("train-button").disabled = false;
@@ -209,31 +130,96 @@ async function startTraining(event) {
 
 // --- following a job ----------------------------------------------------------------------
 
-// The stream (GET /jobs/{id}/events): a "job" event with the job's summary first and at
-// each change of status, an "epoch" event per epoch (its id is the epoch: a reconnecting
-// EventSource sends the last as Last-Event-ID and gets only the epochs after it), "end".
+// The stream (GET /jobs/{id}/events, read by client.js's followEvents): a "job" event with
+// the job's summary first and at each change of status, an "epoch" event per epoch (its id
+// is the epoch: a dropped stream resumes with Last-Event-ID and gets only the epochs after
+// it), "end". The job's id stays in sessionStorage, so a reload follows it again.
 function follow(job, request) {
-  if (following) following.source.close();
-  const source = new EventSource(`/jobs/${encodeURIComponent(job.id)}/events`);
-  following = { source, job, request, history: [], lastStatus: null, pending: null };
+  if (following) following.controller.abort();
+  const controller = new AbortController();
+  following = { job, request, history: [], lastStatus: null, pending: null, controller };
+  rememberJob(job, request);
+  $("train-button").disabled = true;
   $("cancel-button").disabled = false;
   $("plot-link").href = `/jobs/${encodeURIComponent(job.id)}/plot.svg`;
   $("plot-link").hidden = false;
+  clearError($("train-error"));
   renderJob(job);
-  source.addEventListener("job", (e) => renderJob(JSON.parse(e.data)));
-  source.addEventListener("epoch", (e) => addEpoch(JSON.parse(e.data)));
-  source.addEventListener("end", (e) => {
-    source.close();
-    const final = JSON.parse(e.data);
-    renderJob(final);
-    finished(final);
-  });
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
-      setStatus("The event stream closed before the job ended; reload to look again.", "failed");
-      jobEnded();
-    }
+  const handlers = {
+    job: (summary) => renderJob(summary),
+    epoch: (epoch) => addEpoch(epoch),
+    end: (final) => {
+      renderJob(final);
+      finished(final);
+    },
+    dropped: () => {
+      following.lastStatus = null; // the next summary says how the job is again
+      setStatus("The event stream dropped; reconnecting…");
+    },
   };
+  followEvents(job.id, handlers, { signal: controller.signal }).catch((err) => {
+    if (controller.signal.aborted) return;
+    setStatus("Lost the job's event stream.", "failed");
+    showError($("train-error"), err, "Following the job failed");
+    jobEnded();
+  });
+}
+
+// Small pairs are kept with the id, so that a reloaded page still marks matching epochs.
+function rememberJob(job, request) {
+  const pairs = request && request.data.pairs;
+  const kept = pairs && JSON.stringify(pairs).length < 10000 ? { data: { pairs } } : null;
+  sessionStorage.setItem(JOB_STORAGE, JSON.stringify({ id: job.id, request: kept }));
+}
+
+async function followRemembered() {
+  let remembered;
+  try {
+    remembered = JSON.parse(sessionStorage.getItem(JOB_STORAGE) || "null");
+  } catch {
+    remembered = null;
+  }
+  if (!remembered || !remembered.id) return;
+  try {
+    const job = await api("GET", `/jobs/${encodeURIComponent(remembered.id)}`);
+    follow(job, remembered.request);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) sessionStorage.removeItem(JOB_STORAGE);
+    showError($("train-error"), err, "Finding the last job failed");
+  }
+}
+
+async function loadRecentJobs() {
+  const select = $("recent-jobs");
+  try {
+    const page = await api("GET", `/jobs?limit=${RECENT_JOBS}`);
+    const chosen = following ? following.job.id : select.value;
+    select.replaceChildren(
+      ...page.items.map((job) => {
+        const text = `${job.model_name} ${job.id.slice(0, 8)}: ${job.status}, ${job.epoch}/${job.epochs} epochs`;
+        return el("option", { value: job.id, title: job.created_at }, text);
+      }),
+    );
+    if (!page.items.length) select.append(el("option", { value: "" }, "no jobs yet"));
+    if (page.items.some((job) => job.id === chosen)) select.value = chosen;
+    $("follow-button").disabled = !page.items.length;
+    clearError($("jobs-error"));
+  } catch (err) {
+    select.replaceChildren(el("option", { value: "" }, "–"));
+    $("follow-button").disabled = true;
+    showError($("jobs-error"), err, "Listing jobs failed");
+  }
+}
+
+async function followChosen(event) {
+  event.preventDefault();
+  const id = $("recent-jobs").value;
+  if (!id) return;
+  try {
+    follow(await api("GET", `/jobs/${encodeURIComponent(id)}`), null);
+  } catch (err) {
+    showError($("jobs-error"), err, "Reading the job failed");
+  }
 }
 
 // An epoch trained again (after a crash) replaces the one of its number, and those after.
@@ -287,7 +273,7 @@ function finished(job) {
   const said = last ? ` Last prediction: “${last.sample_prediction}”.` : "";
   if (job.status === "succeeded") {
     setStatus(`Done: ${job.model_name} version ${job.version} is ready.${said}`, "succeeded");
-    const pairs = following && following.request.data.pairs;
+    const pairs = targetPairs();
     if (pairs) $("predict-inputs").value = pairs[0].input;
     loadModels(job.model_name, job.version);
   } else if (job.status === "failed") {
@@ -303,6 +289,7 @@ function finished(job) {
 function jobEnded() {
   $("train-button").disabled = false;
   $("cancel-button").disabled = true;
+  loadRecentJobs();
 }
 
 async function cancelJob() {
@@ -315,8 +302,12 @@ async function cancelJob() {
   }
 }
 
+function targetPairs() {
+  return following && following.request ? following.request.data.pairs : null;
+}
+
 function targetOf(input) {
-  const pairs = following && following.request.data.pairs;
+  const pairs = targetPairs();
   const pair = pairs ? pairs.find((p) => p.input === input) : null;
   return pair ? pair.target : null;
 }
@@ -599,8 +590,15 @@ document.addEventListener("DOMContentLoaded", () => {
   $("version-select").addEventListener("change", markSelectedVersion);
   $("predict-form").addEventListener("submit", predict);
   $("generate-form").addEventListener("submit", generate);
+  $("follow-form").addEventListener("submit", followChosen);
+  installKeyField(() => {
+    loadModels();
+    loadRecentJobs();
+  });
   syncTrainForm();
   drawChart([], Number($("epochs").value) || 1);
   renderEpochs([]);
   loadModels();
+  loadRecentJobs();
+  followRemembered();
 });
