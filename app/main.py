@@ -26,7 +26,7 @@ from app.api.observability import (
     RegistryCollector,
     configure_logging,
 )
-from app.api.openapi import install_openapi
+from app.api.openapi import install_openapi, operation_id
 from app.api.routes import health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
 from app.cpus import available_cpus
@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     app.state.authorizer = Authorizer(settings)
