@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 from app.client import Client, ClientError, ServerUnavailable
 from app.datafiles import DataFileError, read_training_data
 from app.ml.hyperparameters import Architecture, Cell
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 out = Console()
 err = Console(stderr=True)
@@ -94,6 +97,21 @@ def tutorial(
         raise typer.Exit(2) from exc
 
 
+EXIT_BAD_SETTING = 2  # as a bad command-line option: fix the configuration
+
+
+def settings_or_exit() -> Settings:
+    """The settings; if the environment's are unusable, one line on stderr and exit 2."""
+    from app.settings import InvalidSettings, load_settings
+
+    try:
+        return load_settings()
+    except InvalidSettings as exc:
+        # plain text: rich would wrap a long line and read brackets in it as markup
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTING) from None
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -107,9 +125,8 @@ def serve(
     from app.api.auth import LOCAL_ONLY, is_loopback
     from app.api.guard import LOOPBACK_NAMES
     from app.http_protocol import bounded_protocol
-    from app.settings import get_settings
 
-    settings = get_settings()
+    settings = settings_or_exit()
     if not settings.key_scopes and not settings.allow_unauthenticated and not is_loopback(host):
         err.print(f"[red]refusing to listen on {host}:[/red] {LOCAL_ONLY}")
         raise typer.Exit(EXIT_REFUSED)
@@ -142,10 +159,9 @@ def worker(
     import torch
 
     from app.jobs.queue import run_worker
-    from app.settings import get_settings
     from app.startup import DependencyUnavailable, wait_for_dependencies
 
-    settings = get_settings()
+    settings = settings_or_exit()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
