@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,6 +124,7 @@ def serve(
     from app.api.auth import LOCAL_ONLY, is_loopback
     from app.api.guard import LOOPBACK_NAMES
     from app.http_protocol import bounded_protocol
+    from app.logs import logging_config
 
     settings = settings_or_exit()
     if not settings.key_scopes and not settings.allow_unauthenticated and not is_loopback(host):
@@ -141,6 +141,8 @@ def serve(
         "app.main:app",
         host=host,
         port=port,
+        # uvicorn's own lines (start-up, access) in charnn's format: JSON with the request id
+        log_config=logging_config(settings.log_level, settings.log_format == "json", uvicorn=True),
         log_level=log_level,
         access_log=access_log,
         limit_concurrency=settings.max_connections,  # idle connections cost memory too
@@ -159,13 +161,12 @@ def worker(
     import torch
 
     from app.jobs.queue import run_worker
+    from app.logs import configure_logging
     from app.startup import DependencyUnavailable, wait_for_dependencies
 
     settings = settings_or_exit()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # rq adds a handler of its own only where none is set: its lines are charnn's too
+    configure_logging(settings.log_level, settings.log_format == "json")
     torch.set_num_threads(settings.training_threads)
     # As a container's first process, SIGTERM without a handler is ignored: `docker stop`
     # would wait out its grace period while this waits for its dependencies. RQ installs

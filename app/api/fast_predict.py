@@ -37,8 +37,9 @@ from app.api.auth import Authorizer, bearer_token
 from app.api.deps import Services
 from app.api.errors import Handler, exception_handler_for
 from app.api.guard import RequestGuard
-from app.api.observability import request_id, valid_request_id
+from app.api.observability import valid_request_id
 from app.api.routes.predict import predict_body
+from app.logs import request_id
 from app.schemas import PredictRequest
 
 log = logging.getLogger("charnn.api")
