@@ -57,6 +57,8 @@ def test_charnn_serve_and_its_workers_log_json_lines(tmp_path: Path) -> None:
             job = http.post("/train", json=hello_body()).json()
             while http.get(f"/jobs/{job['id']}").json()["status"] in ("queued", "running"):
                 time.sleep(0.2)
+            predict = {"model_name": "hello", "inputs": ["hello"]}
+            http.post("/predict", json=predict, headers={"X-Request-ID": "trace-43"})
     finally:
         service.stop()
 
@@ -71,6 +73,8 @@ def test_charnn_serve_and_its_workers_log_json_lines(tmp_path: Path) -> None:
         "GET",
         200,
     )
+    predict = [e for e in entries if e["logger"] == "uvicorn.access" and e["path"] == "/predict"]
+    assert [(e["request_id"], e["status"]) for e in predict] == [("trace-43", 200)]
     # the training worker, a process of its own, writes the same lines
     epochs = [e for e in entries if e["logger"] == "charnn.worker" and " epoch " in e["message"]]
     assert len(epochs) == 15

@@ -85,16 +85,17 @@ class FastPredict:
         token = request_id.set(rid)
         try:
             status, headers, body = await self._answer(scope, request, caller)
+            # still under the request's id: uvicorn writes its access line in send
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"x-request-id", rid.encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
         finally:
             request_id.reset(token)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*headers, (b"x-request-id", rid.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
         self.latency.observe(time.perf_counter() - started)
         counter = self.answered.get(status)
         if counter is None:
