@@ -165,7 +165,9 @@ class EpochDurations(Collector):
     """
 
     GAP_SECONDS = 60.0
-    MAX_GAPS = 10_000  # a burst of rollbacks must not make the query grow without end
+    # transactions in flight at once: about one per worker. More gaps than this are rows
+    # gone for good (a deleted job's epochs), and must not make the query grow without end
+    MAX_GAPS = 1_000
 
     def __init__(
         self,
@@ -192,9 +194,12 @@ class EpochDurations(Collector):
             if row_id in self.gaps:
                 del self.gaps[row_id]
                 continue
-            for skipped in range(self.cursor + 1, min(row_id, self.cursor + 1 + self.MAX_GAPS)):
+            # the highest ids skipped over: a transaction still open took its id last
+            for skipped in range(max(self.cursor + 1, row_id - self.MAX_GAPS), row_id):
                 self.gaps[skipped] = now + self.GAP_SECONDS
             self.cursor = row_id
+        if len(self.gaps) > self.MAX_GAPS:
+            self.gaps = dict(sorted(self.gaps.items())[-self.MAX_GAPS :])
 
     def collect(self) -> Iterable[Any]:
         self.update()  # before the histogram is read, so a scrape sees every epoch so far

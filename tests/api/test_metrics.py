@@ -174,3 +174,22 @@ def test_an_epoch_committed_after_a_later_one_is_still_counted(
 
     assert observed(durations) == (2, 3.0)
     assert durations.gaps == {}
+
+
+def test_an_id_that_never_commits_is_given_up_after_a_while(registry: Registry) -> None:
+    first, second = running_job(registry), running_job(registry)
+    now = [0.0]
+    durations = EpochDurations(
+        registry.epoch_seconds_by_id, registry.last_epoch_id(), clock=lambda: now[0]
+    )
+    with Session(registry.engine) as rolled_back:
+        rolled_back.add(EpochRow(job_id=first, epoch=1, attempt=1, metrics={"seconds": 2.0}))
+        rolled_back.flush()
+        record(registry, second, 1, 1.0)
+        assert observed(durations) == (1, 1.0)
+        rolled_back.rollback()
+    assert len(durations.gaps) == 1  # watched...
+
+    now[0] = EpochDurations.GAP_SECONDS + 1
+    assert observed(durations) == (1, 1.0)
+    assert durations.gaps == {}  # ...then no more
