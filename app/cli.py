@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich import box
@@ -23,6 +22,9 @@ from rich.text import Text
 from app.client import Client, ClientError, ServerUnavailable
 from app.datafiles import DataFileError, read_training_data
 from app.ml.hyperparameters import Architecture, Cell, Hyperparameters, OptimizerName
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 out = Console()
 err = Console(stderr=True)
@@ -122,6 +124,21 @@ def tutorial(
         raise typer.Exit(2) from exc
 
 
+EXIT_BAD_SETTING = 2  # as a bad command-line option: fix the configuration
+
+
+def settings_or_exit() -> Settings:
+    """The settings; if the environment's are unusable, one line on stderr and exit 2."""
+    from app.settings import InvalidSettings, load_settings
+
+    try:
+        return load_settings()
+    except InvalidSettings as exc:
+        # plain text: rich would wrap a long line and read brackets in it as markup
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTING) from None
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -135,9 +152,9 @@ def serve(
     from app.api.auth import LOCAL_ONLY, is_loopback
     from app.api.guard import LOOPBACK_NAMES
     from app.http_protocol import bounded_protocol
-    from app.settings import get_settings
+    from app.logs import logging_config
 
-    settings = get_settings()
+    settings = settings_or_exit()
     if not settings.key_scopes and not settings.allow_unauthenticated and not is_loopback(host):
         complain(f"refusing to listen on {host}:", LOCAL_ONLY)
         raise typer.Exit(EXIT_REFUSED)
@@ -153,6 +170,8 @@ def serve(
         "app.main:app",
         host=host,
         port=port,
+        # uvicorn's own lines (start-up, access) in charnn's format: JSON with the request id
+        log_config=logging_config(settings.log_level, settings.log_format == "json", uvicorn=True),
         log_level=log_level,
         access_log=access_log,
         limit_concurrency=settings.max_connections,  # idle connections cost memory too
@@ -171,14 +190,12 @@ def worker(
     import torch
 
     from app.jobs.queue import run_worker
-    from app.settings import get_settings
+    from app.logs import configure_logging
     from app.startup import DependencyUnavailable, wait_for_dependencies
 
-    settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = settings_or_exit()
+    # rq adds a handler of its own only where none is set: its lines are charnn's too
+    configure_logging(settings.log_level, settings.log_format == "json")
     torch.set_num_threads(settings.training_threads)
     # As a container's first process, SIGTERM without a handler is ignored: `docker stop`
     # would wait out its grace period while this waits for its dependencies. RQ installs

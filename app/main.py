@@ -21,16 +21,17 @@ from app.api.guard import RequestGuard, RequestGuardMiddleware
 from app.api.job_events import JobEvents
 from app.api.limits import BodySizeLimit, CloseUnreadBodies, ConcurrencyLimit, RateLimiter
 from app.api.observability import (
+    EpochDurations,
     Metrics,
     ObservabilityMiddleware,
     RegistryCollector,
-    configure_logging,
 )
-from app.api.openapi import install_openapi
+from app.api.openapi import install_openapi, operation_id
 from app.api.routes import health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
 from app.cpus import available_cpus
 from app.jobs.runner import make_runner
+from app.logs import configure_logging
 from app.ml.device import limit_threads, resolve_device
 from app.serving.cache import ModelCache
 from app.serving.service import Serving
@@ -99,10 +100,13 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         limit_threads(available_cpus())  # for inference; training workers set their own
         services = build_services(settings, metrics)
         app.state.services = services
+        registry = services.registry
+        metrics.registry.register(
+            EpochDurations(registry.epoch_seconds_by_id, start_after=registry.last_epoch_id())
+        )
         metrics.registry.register(
             RegistryCollector(
                 services.registry.jobs_by_status,
-                services.registry.recent_epoch_seconds,
                 lambda: len(services.cache),
                 lambda: services.registry.statements.count,
                 lambda: len(services.events.followers),
@@ -139,6 +143,7 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     app.state.authorizer = Authorizer(settings)

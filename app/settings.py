@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -375,3 +375,32 @@ def parse_hosts(text: str) -> frozenset[str]:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class InvalidSettings(Exception):
+    """The environment's settings cannot be used; the message is one line naming them."""
+
+
+def load_settings() -> Settings:
+    """``get_settings()``, its refusal turned into one line an operator can act on.
+
+    pydantic's message spans several lines and names fields (``max_epochs``), not the
+    variables an operator sets (``CHARNN_MAX_EPOCHS``).
+    """
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise InvalidSettings(describe_problems(exc)) from None
+    except SettingsError as exc:  # a *_FILE unreadable, or set twice; already names it
+        raise InvalidSettings(f"invalid setting: {exc}") from None
+
+
+def describe_problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:  # no location: a rule across fields, whose message names them
+            message = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
+        problems.append(message)
+    noun = "setting" if len(problems) == 1 else "settings"
+    return f"invalid {noun}: " + "; ".join(problems)

@@ -193,3 +193,42 @@ def test_charnn_check_reaches_the_database_with_the_password_from_a_file(
     assert wrong.stderr.startswith("unhealthy: OperationalError: ")
     assert "password authentication failed" in wrong.stderr
     assert "not-it" not in wrong.stdout + wrong.stderr
+
+
+# --- a bad setting stops the service --------------------------------------------------------
+
+
+def start_refused(
+    command: str, tmp_path: Path, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHARNN_")}
+    env |= {f"CHARNN_{name.upper()}": value for name, value in settings.items()}
+    env["CHARNN_STORE_DIR"] = str(tmp_path / "store")
+    env["COLUMNS"] = "40"  # nothing may wrap the line
+    return subprocess.run(
+        [*charnn_command(), command], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_bad_setting_stops_the_service_with_one_line_naming_the_variable(
+    command: str, tmp_path: Path
+) -> None:
+    refused = start_refused(command, tmp_path, max_epochs="abc")
+
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        "error: invalid setting: CHARNN_MAX_EPOCHS: Input should be a valid integer, "
+        "unable to parse string as an integer\n"
+    )
+
+
+def test_every_bad_setting_is_named_on_the_one_line(tmp_path: Path) -> None:
+    refused = start_refused("serve", tmp_path, device="tpu", log_format="xml")
+
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "CHARNN_DEVICE: must be auto, cpu, cuda or cuda:N" in refused.stderr
+    assert "CHARNN_LOG_FORMAT: Input should be 'text' or 'json'" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -37,8 +37,9 @@ from app.api.auth import Authorizer, bearer_token
 from app.api.deps import Services
 from app.api.errors import Handler, exception_handler_for
 from app.api.guard import RequestGuard
-from app.api.observability import request_id, valid_request_id
+from app.api.observability import valid_request_id
 from app.api.routes.predict import predict_body
+from app.logs import request_id
 from app.schemas import PredictRequest
 
 log = logging.getLogger("charnn.api")
@@ -84,16 +85,17 @@ class FastPredict:
         token = request_id.set(rid)
         try:
             status, headers, body = await self._answer(scope, request, caller)
+            # still under the request's id: uvicorn writes its access line in send
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"x-request-id", rid.encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
         finally:
             request_id.reset(token)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*headers, (b"x-request-id", rid.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
         self.latency.observe(time.perf_counter() - started)
         counter = self.answered.get(status)
         if counter is None:

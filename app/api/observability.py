@@ -3,30 +3,43 @@
 One pure ASGI middleware (cheap: two clock reads and one histogram observation per
 request) tags every request with an id (the client's ``X-Request-ID`` or a new one),
 returns it in the response, puts it on every log record made while handling the
-request, and counts requests and their latency by route template.
+request, and counts requests and their latency by route template (event streams, which
+last as long as a job, are counted apart: in a latency histogram they would read as the
+slowest requests of all).
 """
 
 from __future__ import annotations
 
-import contextvars
-import json
-import logging
+import platform
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
+from importlib.metadata import version as distribution_version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only double what a scrape has to read
+from app import __version__
+from app.logs import request_id
 
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only double what a scrape has to read
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+EPOCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# routes whose responses last as long as what they follow: no latency, a count of their own
+STREAM_ROUTES = frozenset({"/jobs/{job_id}/events"})
 
 
 class Metrics:
@@ -56,6 +69,23 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.streams = Counter(
+            "charnn_http_streams",
+            "Event streams ended (their durations are no request latency)",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        # process_* (memory, CPU, open files) and python_info, as a default registry has
+        self.registry.register(PROCESS_COLLECTOR)
+        self.registry.register(PLATFORM_COLLECTOR)
+        self.build_info = Gauge(
+            "charnn_build_info",
+            "Versions of this charnn, its Python and its torch (always 1)",
+            ["version", "python", "torch"],
+            registry=self.registry,
+        )
+        python = platform.python_version()
+        self.build_info.labels(__version__, python, distribution_version("torch")).set(1)
 
 
 # the methods labelled as themselves; under h11 any token is a method a client may send
@@ -89,8 +119,11 @@ class ObservabilityMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             # a label value per method a client makes up would grow /metrics without end
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            if route in STREAM_ROUTES:
+                self.metrics.streams.labels(route, str(status)).inc()
+            else:
+                self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+                self.metrics.requests.labels(method, route, str(status)).inc()
             request_id.reset(token)
 
 
@@ -113,20 +146,78 @@ def valid_request_id(given: str | None) -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+class EpochDurations(Collector):
+    """``charnn_epoch_seconds``: every epoch recorded in the registry, observed once.
+
+    Epochs end in worker processes (spawned by the service, or rq workers on other
+    machines) that serve no /metrics; the registry's epochs table is where they all
+    meet. So each API process follows that table by row id: at each scrape it observes
+    the rows it has not seen and moves its cursor past them. The histogram is a real,
+    monotonic one, counting from the moment the process started (as any counter does).
+
+    Every replica follows the same table, so each reports every epoch of the
+    deployment: aggregate replicas with ``max``, not ``sum``.
+
+    Ids come from a sequence, and under PostgreSQL a transaction may commit a lower id
+    after a higher one has been seen. The ids skipped over are watched for
+    ``GAP_SECONDS`` so that such a late epoch is still counted; after that a gap is an id
+    that will never come (a rolled-back insert, or a retried epoch's replaced row).
+    """
+
+    GAP_SECONDS = 60.0
+    # transactions in flight at once: about one per worker. More gaps than this are rows
+    # gone for good (a deleted job's epochs), and must not make the query grow without end
+    MAX_GAPS = 1_000
+
+    def __init__(
+        self,
+        read: Callable[[int, Collection[int]], list[tuple[int, float]]],
+        start_after: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read = read
+        self.cursor = start_after
+        self.gaps: dict[int, float] = {}  # id skipped over -> when to stop waiting for it
+        self.clock = clock
+        self.histogram = Histogram(
+            "charnn_epoch_seconds",
+            "Durations of the training epochs recorded since this process started",
+            buckets=EPOCH_BUCKETS,
+            registry=None,
+        )
+
+    def update(self) -> None:
+        now = self.clock()
+        self.gaps = {i: until for i, until in self.gaps.items() if until > now}
+        for row_id, seconds in self.read(self.cursor, list(self.gaps)):
+            self.histogram.observe(seconds)
+            if row_id in self.gaps:
+                del self.gaps[row_id]
+                continue
+            # the highest ids skipped over: a transaction still open took its id last
+            for skipped in range(max(self.cursor + 1, row_id - self.MAX_GAPS), row_id):
+                self.gaps[skipped] = now + self.GAP_SECONDS
+            self.cursor = row_id
+        if len(self.gaps) > self.MAX_GAPS:
+            self.gaps = dict(sorted(self.gaps.items())[-self.MAX_GAPS :])
+
+    def collect(self) -> Iterable[Any]:
+        self.update()  # before the histogram is read, so a scrape sees every epoch so far
+        return self.histogram.collect()
+
+
 class RegistryCollector(Collector):
-    """Values read at scrape time: jobs by state, recent epoch durations, loaded models,
-    the registry's statements so far and the open event streams."""
+    """Values read at scrape time: jobs by state, loaded models, the registry's
+    statements so far and the open event streams."""
 
     def __init__(
         self,
         jobs_by_status: Any,
-        epoch_seconds: Any,
         loaded_models: Any,
         statements: Any,
         event_streams: Any,
     ) -> None:
         self.jobs_by_status = jobs_by_status
-        self.epoch_seconds = epoch_seconds
         self.loaded_models = loaded_models
         self.statements = statements
         self.event_streams = event_streams
@@ -136,18 +227,10 @@ class RegistryCollector(Collector):
         for status, count in self.jobs_by_status().items():
             jobs.add_metric([status], count)
         yield jobs
-        seconds = sorted(self.epoch_seconds())
-        buckets = [(str(b), sum(1 for s in seconds if s <= b)) for b in LATENCY_BUCKETS]
-        yield HistogramMetricFamily(
-            "charnn_epoch_seconds",
-            "Duration of recent training epochs",
-            buckets=[*buckets, ("+Inf", len(seconds))],
-            sum_value=sum(seconds),
-        )
         yield GaugeMetricFamily(
             "charnn_loaded_models", "Model versions loaded for serving", value=self.loaded_models()
         )
-        # counted after this scrape's own two queries (jobs by status, epoch durations)
+        # counted after this scrape's own two queries (epoch durations, jobs by status)
         yield CounterMetricFamily(
             "charnn_registry_statements",
             "SQL statements this process sent to the registry",
@@ -156,40 +239,3 @@ class RegistryCollector(Collector):
         yield GaugeMetricFamily(
             "charnn_event_streams", "Job event streams open", value=self.event_streams()
         )
-
-
-# --- logs -------------------------------------------------------------------------------------
-
-
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(level: str, json_format: bool) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        JsonFormatter()
-        if json_format
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    logger = logging.getLogger("charnn")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False

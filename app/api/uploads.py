@@ -37,8 +37,15 @@ class Sink(Protocol):
     def finish(self) -> None: ...
 
 
-def multipart_body(files: Mapping[str, str]) -> dict[str, Any]:
-    """``openapi_extra`` for a route that reads these files (name -> description) itself."""
+REF_PREFIX = "#/components/schemas/"
+# named multipart bodies, put in the schema's components by ``install_openapi``: an inline
+# body would be named by generated clients after the path (``Body_import_version_...``)
+MULTIPART_BODIES: dict[str, dict[str, Any]] = {}
+
+
+def multipart_body(name: str, files: Mapping[str, str]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads these files (name -> description) itself;
+    ``name`` is the body's component name in the schema."""
     properties = {
         name: {
             "type": "string",
@@ -53,9 +60,9 @@ def multipart_body(files: Mapping[str, str]) -> dict[str, Any]:
         "required": list(files),
         "additionalProperties": False,
     }
-    return {
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
-    }
+    MULTIPART_BODIES[name] = schema
+    body = {"$ref": REF_PREFIX + name}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": body}}}}
 
 
 def bad_multipart(reason: str) -> HTTPException:

@@ -26,6 +26,7 @@ import torch
 
 from app.errors import InvalidRequestError
 from app.jobs.worker import run_job
+from app.logs import configure_logging
 from app.ml.device import resolve_device
 from app.ml.errors import DeviceUnavailableError
 from app.settings import Settings
@@ -153,10 +154,7 @@ def worker_main(job_id: str, owner: str, settings_values: dict[str, Any], parent
     """Entry point of a spawned worker process."""
     die_with_parent(parent_pid)
     settings = Settings(**settings_values)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format == "json")
     torch.set_num_threads(settings.training_threads)
     try:
         run_job(job_id, owner, settings)

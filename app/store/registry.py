@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Select, event, func, select, text, update
+from sqlalchemy import CursorResult, Engine, Select, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
@@ -285,12 +285,22 @@ class Registry:
             counts.update({str(status): int(count) for status, count in rows})
             return counts
 
-    def recent_epoch_seconds(self, limit: int = 500) -> list[float]:
+    def last_epoch_id(self) -> int:
+        """The highest row id of the epochs table (0 when empty)."""
         with self._sessions() as session:
-            rows = session.scalars(
-                select(EpochRow.metrics).order_by(EpochRow.id.desc()).limit(limit)
-            ).all()
-            return [float(m["seconds"]) for m in rows]
+            return session.scalar(select(func.max(EpochRow.id))) or 0
+
+    def epoch_seconds_by_id(
+        self, after: int, also: Collection[int] = (), limit: int = 10_000
+    ) -> list[tuple[int, float]]:
+        """``(row id, seconds)`` of the epochs with ids above ``after`` or in ``also``, by id."""
+        wanted = EpochRow.id > after
+        if also:
+            wanted = or_(wanted, EpochRow.id.in_(list(also)))
+        query = select(EpochRow.id, EpochRow.metrics).where(wanted).order_by(EpochRow.id)
+        with self._sessions() as session:
+            rows = session.execute(query.limit(limit)).all()
+            return [(row_id, float(metrics["seconds"])) for row_id, metrics in rows]
 
     def count_jobs(self, statuses: frozenset[JobStatus]) -> int:
         with self._sessions() as session:

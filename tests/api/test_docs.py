@@ -103,3 +103,16 @@ def test_the_generate_example_works_on_a_text_model(
     text = response.json()["text"]
     assert text.startswith(example["prompt"])
     assert len(text) == len(example["prompt"]) + example["length"]
+
+
+def test_redoc_shows_no_logo_from_a_cdn(client: TestClient) -> None:
+    bundle = client.get("/static/docs/redoc.standalone.js")
+
+    assert bundle.status_code == 200
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert "cdn." not in bundle.text  # the only address it would fetch by itself
+    assert "API docs by Redocly" in bundle.text  # still ReDoc, credits and all
+
+
+def test_swagger_ui_asks_no_validator_for_a_badge(client: TestClient) -> None:
+    assert '"validatorUrl": null' in client.get("/docs").text

@@ -8,6 +8,7 @@ say them, a 405 names every method of its path, and without keys nothing asks fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -139,3 +140,50 @@ def test_without_keys_no_operation_asks_for_one(client: TestClient) -> None:
         for operation in operations.values():
             assert "security" not in operation
             assert "401" not in operation["responses"]
+
+
+OPERATION_IDS = {
+    ("post", "/train"): "train",
+    ("get", "/jobs"): "list_jobs",
+    ("get", "/jobs/{job_id}"): "get_job",
+    ("get", "/jobs/{job_id}/epochs"): "job_epochs",
+    ("post", "/jobs/{job_id}/cancel"): "cancel_job",
+    ("get", "/jobs/{job_id}/events"): "job_events",
+    ("get", "/jobs/{job_id}/plot.svg"): "job_plot",
+    ("post", "/predict"): "predict",
+    ("post", "/generate"): "generate",
+    ("get", "/models"): "list_models",
+    ("get", "/models/{name}"): "get_model",
+    ("delete", "/models/{name}"): "delete_model",
+    ("post", "/models/{name}/versions"): "import_version",
+    ("get", "/models/{name}/versions/{version}"): "get_version",
+    ("delete", "/models/{name}/versions/{version}"): "delete_version",
+    ("get", "/models/{name}/versions/{version}/files/{filename}"): "download_file",
+    ("get", "/healthz"): "healthz",
+    ("get", "/readyz"): "readyz",
+    ("get", "/metrics"): "metrics",
+}
+
+
+def test_operation_ids_are_short_unique_and_stable(client: TestClient) -> None:
+    # generated clients name their functions after these: a change breaks their callers
+    schema = client.get("/openapi.json").json()
+    ids = {
+        (method, path): operation["operationId"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+
+    assert ids == OPERATION_IDS
+    assert len(set(ids.values())) == len(ids)
+    assert all(re.fullmatch(r"[a-z][a-z_]{2,20}", name) for name in ids.values())
+
+
+def test_every_schema_has_a_real_name(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    names = list(components(schema))
+    body = schema["paths"]["/models/{name}/versions"]["post"]["requestBody"]["content"]
+
+    assert [name for name in names if name.startswith("Body_")] == []
+    assert body["multipart/form-data"]["schema"] == {"$ref": "#/components/schemas/VersionImport"}
+    assert components(schema)["VersionImport"]["required"] == ["checkpoint", "weights"]

@@ -145,7 +145,7 @@ IMPORT_FILES = {
     response_model=VersionPublic,
     dependencies=[AdminAccess],
     responses=error_responses(400, 415, 429, 507),
-    openapi_extra=multipart_body(IMPORT_FILES),
+    openapi_extra=multipart_body("VersionImport", IMPORT_FILES),
 )
 async def import_version(name: NamePath, request: Request, services: ServicesDep) -> VersionPublic:
     """Import a checkpoint (downloaded from a charnn) as the next version of a model."""
