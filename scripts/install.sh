@@ -17,6 +17,10 @@ VENV="${CHARNN_VENV:-.venv}"
 TORCH_VERSION="${CHARNN_TORCH_VERSION:-2.13.0}"
 TORCH_INDEX="${CHARNN_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 EXTRAS="${1:-}"
+# Test tools whose pins clash with charnn's own (openapi-python-client wants an older typer)
+# live in a virtual environment of their own.
+TOOLS="${CHARNN_TOOLS_VENV:-.venv-tools}"
+OPENAPI_CLIENT_VERSION=0.29.1
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
@@ -43,4 +47,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing charnn ($target)"
   "${pip[@]}" install -e "$target"
   touch "$stamp"
+fi
+
+if [ "$EXTRAS" = "dev" ] && [ ! -x "$TOOLS/bin/openapi-python-client" ]; then
+  echo "==> installing openapi-python-client into $TOOLS"
+  "$PYTHON" -m venv "$TOOLS"
+  "$TOOLS/bin/python" -m pip --disable-pip-version-check -q install \
+    "openapi-python-client==$OPENAPI_CLIENT_VERSION"
 fi
