@@ -41,6 +41,82 @@ def test_a_job_is_accepted_and_queued(client: TestClient, hello: Body) -> None:
     assert job["hyperparameters"]["architecture"] == "embedding_rnn"  # the defaults fill in
 
 
+# --- defaults that fit the data -----------------------------------------------------------------
+
+
+def test_text_left_without_hyperparameters_gets_a_gru_sized_for_text(client: TestClient) -> None:
+    text = "the quick brown fox jumps over the lazy dog. " * 400  # 18,000 characters
+    body = {"model_name": "fox", "data": {"text": text}}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert {k: hyperparameters[k] for k in TEXT_CHOICES} == {
+        "architecture": "embedding_rnn",
+        "cell": "gru",
+        "embedding_size": 32,
+        "hidden_size": 256,
+        "num_layers": 1,
+        "learning_rate": 0.003,
+        "batch_size": 32,
+        "seq_len": 100,
+        "epochs": 189,  # about 3.4 million characters read: 3,400,000 / 18,000
+    }
+
+
+TEXT_CHOICES = [
+    "architecture",
+    "cell",
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "learning_rate",
+    "batch_size",
+    "seq_len",
+    "epochs",
+]
+
+
+def test_given_hyperparameters_win_over_the_text_defaults(client: TestClient) -> None:
+    given = {"cell": "lstm", "hidden_size": 32, "epochs": 3, "seed": 0}
+    body = {"model_name": "fox", "data": {"text": "abcab" * 10}, "hyperparameters": given}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert {k: hyperparameters[k] for k in given} == given
+    assert hyperparameters["embedding_size"] == 32  # what was left out: the text default
+    assert hyperparameters["batch_size"] == 32
+
+
+def test_a_text_default_that_breaks_a_given_rule_is_refused_where_it_was_given(
+    client: TestClient,
+) -> None:
+    # dropout needs 2 layers; the text default is 1, and the message says how to fix it
+    body = {"model_name": "fox", "data": {"text": "abcab"}, "hyperparameters": {"dropout": 0.2}}
+
+    [(loc, msg, _)] = errors(client.post("/train", json=body))
+
+    assert loc == ["body", "hyperparameters"]
+    assert "num_layers >= 2" in msg
+
+
+def test_pairs_keep_the_tutorials_defaults(client: TestClient) -> None:
+    body = {"model_name": "hello", "data": {"pairs": [{"input": "hello", "target": "ohlol"}]}}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert {k: hyperparameters[k] for k in TEXT_CHOICES} == {
+        "architecture": "embedding_rnn",
+        "cell": "rnn",
+        "embedding_size": 10,
+        "hidden_size": 8,
+        "num_layers": 2,
+        "learning_rate": 0.05,
+        "batch_size": 32,
+        "seq_len": 64,
+        "epochs": 15,
+    }
+
+
 # --- the data -----------------------------------------------------------------------------------
 
 
