@@ -86,6 +86,12 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     elapsed_seconds: float | None
+    estimated_seconds: float | None = Field(
+        description="How long the job was estimated to take when it was submitted, from "
+        "its parameters x characters x epochs, its batches' time steps and a cost around "
+        "each epoch, calibrated on one core of a small x86 CPU: an estimate, within a "
+        "factor of about two there (null for jobs submitted before estimates)."
+    )
     eta_seconds: float | None = Field(
         description="Estimated seconds left while it runs: the epochs left times the "
         "wall-clock time between its latest epochs' recorded_at (checkpoint and registry "
@@ -256,6 +262,8 @@ def job_public(
     per_epoch = seconds_per_epoch(recent or [])
     if job.status == JobStatus.RUNNING and per_epoch is not None:
         eta = per_epoch * (job.epochs - job.epoch)
+    elif job.status == JobStatus.RUNNING and job.estimated_seconds is not None:
+        eta = max(job.estimated_seconds - (elapsed or 0.0), 0.0)  # no epoch to go by yet
     return JobPublic(
         id=job.id,
         model_name=job.model_name,
@@ -274,6 +282,7 @@ def job_public(
         started_at=job.started_at,
         finished_at=job.finished_at,
         elapsed_seconds=elapsed,
+        estimated_seconds=job.estimated_seconds,
         eta_seconds=eta,
     )
 

@@ -167,6 +167,7 @@ class Registry:
         max_attempts: int,
         *,
         max_queued: int | None = None,
+        estimated_seconds: float | None = None,
     ) -> JobRow:
         """Queue a job; QueueFullError if ``max_queued`` jobs are waiting already."""
         job = JobRow(
@@ -176,6 +177,7 @@ class Registry:
             request=request,
             device=device,
             epochs=epochs,
+            estimated_seconds=estimated_seconds,
             max_attempts=max_attempts,
         )
         with self._transaction() as session:
