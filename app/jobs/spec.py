@@ -95,9 +95,9 @@ class JobSpec(BaseModel):
         default_factory=Hyperparameters,
         description="Those left out take their defaults, which depend on the data: the "
         "tutorial's (shown in the schema) for pairs; for text a GRU (cell gru, "
-        "embedding_size 32, hidden_size 256, num_layers 1, learning_rate 0.003, "
-        "batch_size 32, seq_len 100) and epochs enough to read about 3.4 million "
-        "characters (1 to 200). The job stores the values it trains with.",
+        "embedding_size 32, hidden_size 256, num_layers 1 (2 with dropout), "
+        "learning_rate 0.003, batch_size 32, seq_len 100) and epochs enough to read about "
+        "3.4 million characters (1 to 200). The job stores the values it trains with.",
     )
     device: str | None = Field(
         None,
@@ -121,7 +121,12 @@ class JobSpec(BaseModel):
             given = given.model_dump(include=given.model_fields_set)
         if not isinstance(given, dict) or not isinstance(text, str):
             return value  # not what it should be: left to validation to refuse
-        return {**value, "hyperparameters": {**text_defaults(len(text)), **given}}
+        defaults = text_defaults(len(text))
+        if given.get("dropout") and "num_layers" not in given:
+            # dropout acts between layers: the schema promises that a field left out
+            # satisfies every rule, as the tutorial's 2 layers do
+            defaults["num_layers"] = 2
+        return {**value, "hyperparameters": {**defaults, **given}}
 
     @model_validator(mode="after")
     def _no_peeking_at_the_future(self) -> Self:

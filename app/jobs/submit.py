@@ -28,7 +28,7 @@ def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings
     hp = spec.hyperparameters
     for name, setting in HYPERPARAMETER_LIMITS.items():
         value, limit = getattr(hp, name), getattr(settings, setting)
-        if value > limit:
+        if value is not None and value > limit:  # null: not used by the architecture
             raise LimitExceededError(
                 f"hyperparameters.{name}",
                 f"{value}, at most {limit} allowed",

@@ -9,15 +9,29 @@ instead, for any field the request leaves out.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, model_validator
 
-from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed
+from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
 
 Architecture = Literal["rnn_cell", "rnn", "embedding_rnn"]
+# The tutorial's first two models: one-hot inputs, no embedding, and a hidden state that
+# is the output, so as wide as the output vocabulary whatever hidden_size says.
+ONE_HOT_ARCHITECTURES = ("rnn_cell", "rnn")
 Cell = Literal["rnn", "gru", "lstm"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
+
+
+def null_only_for_one_hot(name: str) -> JsonValue:
+    """The rule that ``name`` is null only where it does not apply (``_check_combinations``)."""
+    return {
+        "if": {"properties": {name: {"type": "null"}}, "required": [name]},
+        "then": {
+            "properties": {"architecture": {"enum": list(ONE_HOT_ARCHITECTURES)}},
+            "required": ["architecture"],
+        },
+    }
 
 
 # The rules of _check_combinations, stated in the JSON schema so that clients (and the
@@ -36,6 +50,7 @@ COMBINATION_RULES: list[JsonValue] = [
             }
         },
     },
+    *[null_only_for_one_hot(name) for name in ("hidden_size", "embedding_size")],
 ]
 
 
@@ -59,20 +74,24 @@ class Hyperparameters(BaseModel):
         ),
     )
     cell: Cell = Field("rnn", description="Recurrent cell: plain tanh RNN, GRU or LSTM.")
-    embedding_size: JsonInt = Field(
-        10, ge=1, le=1024, description="Embedding width (embedding_rnn only)."
+    embedding_size: Annotated[StrictInt, Field(ge=1, le=1024), integral] | None = Field(
+        10,
+        description="Embedding width (embedding_rnn only; null, and stored so, for rnn_cell "
+        "and rnn, which read one-hot inputs).",
     )
-    hidden_size: JsonInt = Field(
+    hidden_size: Annotated[StrictInt, Field(ge=1, le=4096), integral] | None = Field(
         8,
-        ge=1,
-        le=4096,
         description=(
             "Hidden width (embedding_rnn only: in rnn_cell and rnn the hidden state is the "
-            "output, so its size is the output vocabulary's)."
+            "output, so its size is the output vocabulary's, which the version's config "
+            "shows; null, and stored so, for them)."
         ),
     )
     num_layers: JsonInt = Field(
-        2, ge=1, le=8, description="Stacked recurrent layers (not rnn_cell)."
+        2,
+        ge=1,
+        le=8,
+        description="Stacked recurrent layers (rnn_cell is one cell: 1, and stored so).",
     )
     bidirectional: JsonBool = Field(
         False,
@@ -106,6 +125,20 @@ class Hyperparameters(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _as_used(self) -> Self:
+        """What the architecture really uses, so that a job stores what it trained with:
+        nothing of the hidden and embedding sizes the one-hot models ignore, and one
+        layer for rnn_cell (an rnn_cell job that listed hidden_size 8 and num_layers 2
+        had trained one cell as wide as its vocabulary). Given values are validated
+        first, so nonsense is refused even where it would not be used."""
+        if self.architecture in ONE_HOT_ARCHITECTURES:
+            # frozen for everyone else; settled here, before anyone holds the instance
+            self.__dict__.update(hidden_size=None, embedding_size=None)
+        if self.architecture == "rnn_cell":
+            self.__dict__["num_layers"] = 1
+        return self
+
+    @model_validator(mode="after")
     def _check_combinations(self) -> Self:
         if self.bidirectional and self.architecture != "embedding_rnn":
             raise ValueError(
@@ -117,6 +150,12 @@ class Hyperparameters(BaseModel):
                 "dropout acts between recurrent layers: use num_layers >= 2 with "
                 "architecture 'rnn' or 'embedding_rnn', or set dropout to 0"
             )
+        for name in ("hidden_size", "embedding_size"):
+            if getattr(self, name) is None and self.architecture not in ONE_HOT_ARCHITECTURES:
+                raise ValueError(
+                    f"{name} may be null only for architecture 'rnn_cell' or 'rnn' (which "
+                    f"have none); {self.architecture!r} needs one"
+                )
         return self
 
 

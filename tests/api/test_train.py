@@ -87,16 +87,13 @@ def test_given_hyperparameters_win_over_the_text_defaults(client: TestClient) ->
     assert hyperparameters["batch_size"] == 32
 
 
-def test_a_text_default_that_breaks_a_given_rule_is_refused_where_it_was_given(
-    client: TestClient,
-) -> None:
-    # dropout needs 2 layers; the text default is 1, and the message says how to fix it
+def test_text_given_dropout_gets_two_layers_for_it_to_act_between(client: TestClient) -> None:
+    # the schema's rule (dropout: num_layers >= 2) holds for the fields left out
     body = {"model_name": "fox", "data": {"text": "abcab"}, "hyperparameters": {"dropout": 0.2}}
 
-    [(loc, msg, _)] = errors(client.post("/train", json=body))
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
 
-    assert loc == ["body", "hyperparameters"]
-    assert "num_layers >= 2" in msg
+    assert (hyperparameters["dropout"], hyperparameters["num_layers"]) == (0.2, 2)
 
 
 def test_pairs_keep_the_tutorials_defaults(client: TestClient) -> None:
@@ -115,6 +112,23 @@ def test_pairs_keep_the_tutorials_defaults(client: TestClient) -> None:
         "seq_len": 64,
         "epochs": 15,
     }
+
+
+def test_a_job_stores_the_hyperparameters_its_architecture_used(
+    client: TestClient, hello: Body, wait_for_job: Callable[..., Body]
+) -> None:
+    # the tutorial's first model: one cell over one-hot inputs, as wide as the vocabulary
+    body = with_hyperparameters(hello, architecture="rnn_cell", hidden_size=8, num_layers=2)
+
+    accepted = client.post("/train", json=body).json()
+    wait_for_job(client, accepted["id"])
+    version = client.get("/models/hello/versions/1").json()
+
+    used = {"hidden_size": None, "embedding_size": None, "num_layers": 1}
+    assert {k: accepted["hyperparameters"][k] for k in used} == used
+    assert {k: version["hyperparameters"][k] for k in used} == used
+    assert version["config"]["hidden_size"] == 3  # o, h, l
+    assert version["config"]["embedding_size"] is None
 
 
 # --- the data -----------------------------------------------------------------------------------
