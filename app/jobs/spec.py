@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    model_validator,
+)
 from typing_extensions import TypedDict
 
 from app.ml.data import Dataset, pairs_dataset, text_dataset
@@ -107,11 +115,12 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _text_defaults(cls, value: Any) -> Any:
+    def _text_defaults(cls, value: Any, info: ValidationInfo) -> Any:
         """Fill what a text job leaves out with the text defaults; given values win.
 
         Done before validation, so that the hyperparameters are checked (and stored)
-        as the job will use them.
+        as the job will use them. A service whose limits are below a text default
+        (``hyperparameter_limits`` in the validation context) gives its limit instead.
         """
         if not isinstance(value, dict) or _data_kind(value.get("data")) != "text":
             return value
@@ -122,6 +131,10 @@ class JobSpec(BaseModel):
         if not isinstance(given, dict) or not isinstance(text, str):
             return value  # not what it should be: left to validation to refuse
         defaults = text_defaults(len(text))
+        limits = (info.context or {}).get("hyperparameter_limits", {})
+        for name, limit in limits.items():
+            if name in defaults:
+                defaults[name] = min(defaults[name], limit)
         if given.get("dropout") and "num_layers" not in given:
             # dropout acts between layers: the schema promises that a field left out
             # satisfies every rule, as the tutorial's 2 layers do

@@ -96,6 +96,24 @@ def test_text_given_dropout_gets_two_layers_for_it_to_act_between(client: TestCl
     assert (hyperparameters["dropout"], hyperparameters["num_layers"]) == (0.2, 2)
 
 
+def test_text_defaults_stay_within_the_services_limits(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(max_hidden_size=32, max_seq_len=64, max_epochs=5)
+    body = {"model_name": "fox", "data": {"text": "abcab" * 10}}
+
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/train", json=body)
+
+    assert response.status_code == 202, response.text
+    hyperparameters = response.json()["hyperparameters"]
+    assert {k: hyperparameters[k] for k in ("hidden_size", "seq_len", "epochs")} == {
+        "hidden_size": 32,
+        "seq_len": 64,
+        "epochs": 5,
+    }
+
+
 def test_pairs_keep_the_tutorials_defaults(client: TestClient) -> None:
     body = {"model_name": "hello", "data": {"pairs": [{"input": "hello", "target": "ohlol"}]}}
 
