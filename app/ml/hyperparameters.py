@@ -161,12 +161,13 @@ class Hyperparameters(BaseModel):
 
 # What a text job gets for each hyperparameter it leaves out. The tutorial's 8-unit RNN
 # cannot hold text: on 170 KB of prose it ends its 15 epochs at 2.3 nats a character,
-# writing "the the the". A 256-unit GRU over 32-wide embeddings (about 250,000 parameters) writes
-# plausible words after 5 epochs over 170 KB (validation loss 1.3 nats) and levels off
-# near 1.05 by epoch 12; it cost 5 s an epoch on one core of a shared 2-core CPU (about
-# 1.4e-10 s per parameter x character). Windows of 100 characters span a few words;
-# batches of 32 make about 50 Adam steps an epoch at lr 0.003, which a GRU takes without
-# clipping.
+# writing "the the the". A 256-unit GRU over 32-wide embeddings (about 250,000
+# parameters) writes mostly real words after 5 epochs over 170 KB (validation loss 1.3
+# nats) and levels off near 1.05 by epoch 12; it cost 4 to 8 s an epoch on one core of
+# a shared 2-core CPU (see SECONDS_PER_PARAMETER_CHARACTER in app.ml.train). Windows of
+# 100 characters span a few words; batches of 32 make about 50 Adam steps an epoch at
+# lr 0.003, which a GRU takes without clipping. A service's limits cap these
+# (app.jobs.spec).
 TEXT_DEFAULTS: dict[str, Any] = {
     "cell": "gru",
     "embedding_size": 32,
