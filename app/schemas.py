@@ -89,8 +89,9 @@ class JobPublic(BaseModel):
     estimated_seconds: float | None = Field(
         description="How long the job was estimated to take when it was submitted, from "
         "its parameters x characters x epochs, its batches' time steps and a cost around "
-        "each epoch, calibrated on one core of a small x86 CPU: an estimate, within a "
-        "factor of about two there (null for jobs submitted before estimates)."
+        "each epoch, calibrated on a small x86 CPU for the job's torch threads: an "
+        "estimate, within a factor of about two there when it is not busy (null for jobs "
+        "submitted before estimates)."
     )
     eta_seconds: float | None = Field(
         description="Estimated seconds left while it runs: the epochs left times the "

@@ -94,7 +94,12 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
         max_attempts=settings.job_max_attempts,
         max_queued=settings.max_queued_jobs,  # counted and enforced in one transaction
         estimated_seconds=estimate_seconds(
-            spec.hyperparameters, config, parameters, dataset.examples
+            # a worker elsewhere (rq) has threads of its own; these are this machine's
+            spec.hyperparameters,
+            config,
+            parameters,
+            dataset.examples,
+            settings.training_threads,
         ),
     )
     runner.notify()
