@@ -8,6 +8,7 @@ engine share one definition of each.
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import pairwise
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -20,6 +21,7 @@ from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integra
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
+from app.store.registry import RecentEpoch
 from app.store.tables import EpochRow, JobRow, JobStatus, ModelRow, VersionRow, utcnow
 
 VERSION_MAX = 2**31 - 1  # the registry keeps version numbers in a 32-bit integer column
@@ -84,7 +86,18 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     elapsed_seconds: float | None
-    eta_seconds: float | None = Field(description="Estimated seconds left, from recent epochs.")
+    estimated_seconds: float | None = Field(
+        description="How long the job was estimated to take when it was submitted, from "
+        "its parameters x characters x epochs, its batches' time steps and a cost around "
+        "each epoch, calibrated on a small x86 CPU for the job's torch threads: an "
+        "estimate, within a factor of about two there when it is not busy (null for jobs "
+        "submitted before estimates)."
+    )
+    eta_seconds: float | None = Field(
+        description="Estimated seconds left while it runs: the epochs left times the "
+        "wall-clock time between its latest epochs' recorded_at (checkpoint and registry "
+        "writes and validation included)."
+    )
 
 
 class JobList(BaseModel):
@@ -215,19 +228,43 @@ def epoch_public(row: EpochRow) -> EpochPublic:
     return EpochPublic(attempt=row.attempt, recorded_at=row.created_at, **row.metrics)
 
 
+def seconds_per_epoch(recent: list[RecentEpoch]) -> float | None:
+    """What an epoch costs the job, from its latest epochs (newest first).
+
+    The wall-clock time between consecutive epochs of one attempt holds all of it:
+    training, validation, the sample prediction, the checkpoint and the registry's
+    writes; an epoch's own ``seconds`` count the training steps only, about half of it
+    for a small model. Those serve only until two epochs of one attempt are recorded
+    (the gap across a restart is the time the job waited, not what an epoch costs).
+    """
+    gaps = [
+        (newer.recorded_at - older.recorded_at).total_seconds()
+        for newer, older in pairwise(recent)
+        if newer.attempt == older.attempt
+    ]
+    if gaps:
+        return sum(gaps) / len(gaps)
+    if recent:
+        return sum(epoch.seconds for epoch in recent) / len(recent)
+    return None
+
+
 def job_public(
     job: JobRow,
     hyperparameters: dict[str, Any],
     history: list[EpochRow] | None = None,
-    recent_seconds: list[float] | None = None,
+    recent: list[RecentEpoch] | None = None,
 ) -> JobPublic:
-    """The job; its ``history`` when given, its ETA from ``recent_seconds`` of epochs."""
+    """The job; its ``history`` when given, its ETA from its ``recent`` epochs."""
     elapsed = eta = None
     if job.started_at is not None:
         end = job.finished_at or utcnow()
         elapsed = (end - job.started_at).total_seconds()
-    if job.status == JobStatus.RUNNING and recent_seconds:
-        eta = sum(recent_seconds) / len(recent_seconds) * (job.epochs - job.epoch)
+    per_epoch = seconds_per_epoch(recent or [])
+    if job.status == JobStatus.RUNNING and per_epoch is not None:
+        eta = per_epoch * (job.epochs - job.epoch)
+    elif job.status == JobStatus.RUNNING and job.estimated_seconds is not None:
+        eta = max(job.estimated_seconds - (elapsed or 0.0), 0.0)  # no epoch to go by yet
     return JobPublic(
         id=job.id,
         model_name=job.model_name,
@@ -246,6 +283,7 @@ def job_public(
         started_at=job.started_at,
         finished_at=job.finished_at,
         elapsed_seconds=elapsed,
+        estimated_seconds=job.estimated_seconds,
         eta_seconds=eta,
     )
 

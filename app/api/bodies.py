@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.message
 import json
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from fastapi import HTTPException, Request, status
@@ -25,18 +26,25 @@ DOCUMENTED: list[type[BaseModel]] = []  # models whose schemas the OpenAPI needs
 
 
 class JsonBody(Generic[M]):
-    """A dependency: the request's JSON body as ``model``, validated in a worker thread."""
+    """A dependency: the request's JSON body as ``model``, validated in a worker thread
+    (with pydantic's validation ``context`` of the request, where one is given)."""
 
-    def __init__(self, model: type[M]) -> None:
+    def __init__(
+        self, model: type[M], context: Callable[[Request], dict[str, Any]] | None = None
+    ) -> None:
         self.model = model
+        self.context = context
 
     async def __call__(self, request: Request) -> M:
         raw = await request.body()  # its size already bounded by BodySizeLimit
         is_json = _is_json(request.headers.get("content-type"))
-        return await run_in_threadpool(parse_body, self.model, raw, is_json)
+        context = self.context(request) if self.context else None
+        return await run_in_threadpool(parse_body, self.model, raw, is_json, context)
 
 
-def parse_body(model: type[M], raw: bytes, is_json: bool) -> M:
+def parse_body(
+    model: type[M], raw: bytes, is_json: bool, context: dict[str, Any] | None = None
+) -> M:
     """``raw`` as ``model``, refused as FastAPI refuses a body it parses itself."""
     if not raw:
         raise RequestValidationError(
@@ -63,7 +71,8 @@ def parse_body(model: type[M], raw: bytes, is_json: bool) -> M:
                 status.HTTP_400_BAD_REQUEST, "There was an error parsing the body"
             ) from None
     try:
-        return model.model_validate(data, from_attributes=True)  # as FastAPI validates
+        # as FastAPI validates
+        return model.model_validate(data, from_attributes=True, context=context)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError(

@@ -107,6 +107,13 @@ def limit(schema: Schema, keyword: str, value: int | float, setting: str) -> Non
     schema["description"] = f"{schema['description']} {note}" if "description" in schema else note
 
 
+def integers_of(field: Schema) -> Schema:
+    """The schema of ``field``'s integers: itself, or its integer branch where it may be
+    null (the sizes an architecture does not use)."""
+    branches = [b for b in field.get("anyOf", []) if b.get("type") == "integer"]
+    return branches[0] if branches else field
+
+
 def limit_training(train: Schema, components: Schema, settings: Settings) -> None:
     # the request's hyperparameters get their own component: responses keep the absolute
     # bounds (a version imported, or trained before the settings changed, may exceed these)
@@ -117,7 +124,7 @@ def limit_training(train: Schema, components: Schema, settings: Settings) -> Non
     for name, setting in HYPERPARAMETER_LIMITS.items():
         field = hyperparameters["properties"][name]
         value = getattr(settings, setting)
-        limit(field, "maximum", value, f"CHARNN_{setting.upper()}")
+        limit(integers_of(field), "maximum", value, f"CHARNN_{setting.upper()}")
         if field.get("default", 0) > value:  # leaving it out would ask for too much
             del field["default"]
             required.append(name)

@@ -6,7 +6,7 @@ from app.errors import LimitExceededError
 from app.jobs.runner import JobRunner
 from app.jobs.spec import JobSpec, PairsData, build_dataset
 from app.ml.model import ModelConfig, estimate_parameters
-from app.ml.vocab import Vocab
+from app.ml.train import estimate_seconds
 from app.settings import Settings
 from app.store.layout import new_id
 from app.store.registry import Registry
@@ -23,17 +23,18 @@ HYPERPARAMETER_LIMITS = {
 }
 
 
-def check_hyperparameters(spec: JobSpec, vocab: Vocab, settings: Settings) -> None:
+def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings) -> int:
+    """Refuse what passes the service's limits; the model's parameter count otherwise."""
     hp = spec.hyperparameters
     for name, setting in HYPERPARAMETER_LIMITS.items():
         value, limit = getattr(hp, name), getattr(settings, setting)
-        if value > limit:
+        if value is not None and value > limit:  # null: not used by the architecture
             raise LimitExceededError(
                 f"hyperparameters.{name}",
                 f"{value}, at most {limit} allowed",
                 f"CHARNN_{setting.upper()}",
             )
-    parameters = estimate_parameters(ModelConfig.from_hyperparameters(hp, vocab))
+    parameters = estimate_parameters(config)
     cost = parameters * spec.characters * hp.epochs
     if cost > settings.max_training_cost:
         raise LimitExceededError(
@@ -42,6 +43,7 @@ def check_hyperparameters(spec: JobSpec, vocab: Vocab, settings: Settings) -> No
             f"{cost:.3g}, at most {settings.max_training_cost:.3g} allowed",
             "CHARNN_MAX_TRAINING_COST",
         )
+    return parameters
 
 
 def check_limits(spec: JobSpec, settings: Settings) -> None:
@@ -79,7 +81,8 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
     """Validate the data against its vocabulary and queue the job."""
     check_limits(spec, settings)
     dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
-    check_hyperparameters(spec, dataset.vocab, settings)
+    config = ModelConfig.from_hyperparameters(spec.hyperparameters, dataset.vocab)
+    parameters = check_hyperparameters(spec, config, settings)
     device = spec.device or settings.device
     runner.check_device(device)  # a GPU job that nothing can run is refused now, not later
     job = registry.create_job(
@@ -90,6 +93,14 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
         epochs=spec.hyperparameters.epochs,
         max_attempts=settings.job_max_attempts,
         max_queued=settings.max_queued_jobs,  # counted and enforced in one transaction
+        estimated_seconds=estimate_seconds(
+            # a worker elsewhere (rq) has threads of its own; these are this machine's
+            spec.hyperparameters,
+            config,
+            parameters,
+            dataset.examples,
+            settings.training_threads,
+        ),
     )
     runner.notify()
     return job

@@ -3,20 +3,35 @@
 Every field has a bound, a default and a description, so the OpenAPI schema documents
 them and a request with nonsense values is refused before any work is queued.
 The defaults are the tutorial's last model (Embedding 10 -> RNN 8 x 2 layers -> Linear,
-Adam, lr 0.05, 15 epochs).
+Adam, lr 0.05, 15 epochs): what aligned pairs get. Plain text gets ``text_defaults``
+instead, for any field the request leaves out.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, model_validator
 
-from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed
+from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
 
 Architecture = Literal["rnn_cell", "rnn", "embedding_rnn"]
+# The tutorial's first two models: one-hot inputs, no embedding, and a hidden state that
+# is the output, so as wide as the output vocabulary whatever hidden_size says.
+ONE_HOT_ARCHITECTURES = ("rnn_cell", "rnn")
 Cell = Literal["rnn", "gru", "lstm"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
+
+
+def null_only_for_one_hot(name: str) -> JsonValue:
+    """The rule that ``name`` is null only where it does not apply (``_check_combinations``)."""
+    return {
+        "if": {"properties": {name: {"type": "null"}}, "required": [name]},
+        "then": {
+            "properties": {"architecture": {"enum": list(ONE_HOT_ARCHITECTURES)}},
+            "required": ["architecture"],
+        },
+    }
 
 
 # The rules of _check_combinations, stated in the JSON schema so that clients (and the
@@ -35,6 +50,7 @@ COMBINATION_RULES: list[JsonValue] = [
             }
         },
     },
+    *[null_only_for_one_hot(name) for name in ("hidden_size", "embedding_size")],
 ]
 
 
@@ -58,20 +74,24 @@ class Hyperparameters(BaseModel):
         ),
     )
     cell: Cell = Field("rnn", description="Recurrent cell: plain tanh RNN, GRU or LSTM.")
-    embedding_size: JsonInt = Field(
-        10, ge=1, le=1024, description="Embedding width (embedding_rnn only)."
+    embedding_size: Annotated[StrictInt, Field(ge=1, le=1024), integral] | None = Field(
+        10,
+        description="Embedding width (embedding_rnn only; null, and stored so, for rnn_cell "
+        "and rnn, which read one-hot inputs).",
     )
-    hidden_size: JsonInt = Field(
+    hidden_size: Annotated[StrictInt, Field(ge=1, le=4096), integral] | None = Field(
         8,
-        ge=1,
-        le=4096,
         description=(
             "Hidden width (embedding_rnn only: in rnn_cell and rnn the hidden state is the "
-            "output, so its size is the output vocabulary's)."
+            "output, so its size is the output vocabulary's, which the version's config "
+            "shows; null, and stored so, for them)."
         ),
     )
     num_layers: JsonInt = Field(
-        2, ge=1, le=8, description="Stacked recurrent layers (not rnn_cell)."
+        2,
+        ge=1,
+        le=8,
+        description="Stacked recurrent layers (rnn_cell is one cell: 1, and stored so).",
     )
     bidirectional: JsonBool = Field(
         False,
@@ -105,6 +125,20 @@ class Hyperparameters(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _as_used(self) -> Self:
+        """What the architecture really uses, so that a job stores what it trained with:
+        nothing of the hidden and embedding sizes the one-hot models ignore, and one
+        layer for rnn_cell (an rnn_cell job that listed hidden_size 8 and num_layers 2
+        had trained one cell as wide as its vocabulary). Given values are validated
+        first, so nonsense is refused even where it would not be used."""
+        if self.architecture in ONE_HOT_ARCHITECTURES:
+            # frozen for everyone else; settled here, before anyone holds the instance
+            self.__dict__.update(hidden_size=None, embedding_size=None)
+        if self.architecture == "rnn_cell":
+            self.__dict__["num_layers"] = 1
+        return self
+
+    @model_validator(mode="after")
     def _check_combinations(self) -> Self:
         if self.bidirectional and self.architecture != "embedding_rnn":
             raise ValueError(
@@ -116,4 +150,41 @@ class Hyperparameters(BaseModel):
                 "dropout acts between recurrent layers: use num_layers >= 2 with "
                 "architecture 'rnn' or 'embedding_rnn', or set dropout to 0"
             )
+        for name in ("hidden_size", "embedding_size"):
+            if getattr(self, name) is None and self.architecture not in ONE_HOT_ARCHITECTURES:
+                raise ValueError(
+                    f"{name} may be null only for architecture 'rnn_cell' or 'rnn' (which "
+                    f"have none); {self.architecture!r} needs one"
+                )
         return self
+
+
+# What a text job gets for each hyperparameter it leaves out. The tutorial's 8-unit RNN
+# cannot hold text: on 170 KB of prose it ends its 15 epochs at 2.3 nats a character,
+# writing "the the the". A 256-unit GRU over 32-wide embeddings (about 250,000
+# parameters) writes mostly real words after 5 epochs over 170 KB (validation loss 1.3
+# nats) and levels off near 1.05 by epoch 12; it cost 4 to 8 s an epoch on one core of
+# a shared 2-core CPU (see SECONDS_PER_PARAMETER_CHARACTER in app.ml.train). Windows of
+# 100 characters span a few words; batches of 32 make about 50 Adam steps an epoch at
+# lr 0.003, which a GRU takes without clipping. A service's limits cap these
+# (app.jobs.spec).
+TEXT_DEFAULTS: dict[str, Any] = {
+    "cell": "gru",
+    "embedding_size": 32,
+    "hidden_size": 256,
+    "num_layers": 1,
+    "learning_rate": 0.003,
+    "batch_size": 32,
+    "seq_len": 100,
+}
+# Epochs for text: enough passes to read about 3.4 million characters (20 over 170 KB,
+# two minutes on one core), at least one and at most 200 (a short text needs many
+# passes to take its optimizer steps, and each pass over it is cheap).
+TEXT_CHARACTERS_TO_READ = 3_400_000
+TEXT_MAX_DEFAULT_EPOCHS = 200
+
+
+def text_defaults(characters: int) -> dict[str, Any]:
+    """The hyperparameters a text job of ``characters`` gets for those it leaves out."""
+    epochs = round(TEXT_CHARACTERS_TO_READ / max(characters, 1))
+    return {**TEXT_DEFAULTS, "epochs": min(max(epochs, 1), TEXT_MAX_DEFAULT_EPOCHS)}

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from app.ml.hyperparameters import Architecture, Cell, Hyperparameters
+from app.ml.hyperparameters import ONE_HOT_ARCHITECTURES, Architecture, Cell, Hyperparameters
 from app.ml.vocab import Vocab, one_hot
 
 # The recurrent state: h (layers, B, H) for RNN/GRU, (h, c) for LSTM; or per-cell (B, H).
@@ -49,24 +49,41 @@ class ModelConfig(BaseModel):
     cell: Cell
     input_size: int = Field(ge=1, le=1024, description="Input vocabulary size.")
     output_size: int = Field(ge=1, le=1024, description="Output vocabulary size.")
-    embedding_size: int = Field(ge=1, le=1024)
+    embedding_size: int | None = Field(ge=1, le=1024, description="null: one-hot inputs.")
     hidden_size: int = Field(ge=1, le=4096)
     num_layers: int = Field(ge=1, le=8)
     bidirectional: bool
     dropout: float = Field(ge=0.0, le=0.9)
 
+    @model_validator(mode="after")
+    def _one_hot_has_no_embedding(self) -> Self:
+        """The one-hot models have no embedding: null, also in a checkpoint written before
+        hyperparameters were stored as used (it gave them the unused embedding_size)."""
+        if self.architecture in ONE_HOT_ARCHITECTURES:
+            self.__dict__["embedding_size"] = None  # frozen to everyone but its validator
+        elif self.embedding_size is None:
+            raise ValueError(f"architecture {self.architecture!r} needs an embedding_size")
+        return self
+
+    @property
+    def embedding_width(self) -> int:
+        """``embedding_size`` of an embedding_rnn, which always has one (see above)."""
+        if self.embedding_size is None:
+            raise ValueError(f"architecture {self.architecture!r} has no embedding")
+        return self.embedding_size
+
     @classmethod
     def from_hyperparameters(cls, hp: Hyperparameters, vocab: Vocab) -> ModelConfig:
-        one_hot_variant = hp.architecture in ("rnn_cell", "rnn")
+        # hyperparameters hold what their architecture uses (no hidden size for the
+        # tutorial's variants, which read their logits straight off the hidden state)
         return cls(
             architecture=hp.architecture,
             cell=hp.cell,
             input_size=len(vocab.input),
             output_size=len(vocab.output),
             embedding_size=hp.embedding_size,
-            # the tutorial's variants read their logits straight off the hidden state
-            hidden_size=len(vocab.output) if one_hot_variant else hp.hidden_size,
-            num_layers=1 if hp.architecture == "rnn_cell" else hp.num_layers,
+            hidden_size=hp.hidden_size or len(vocab.output),
+            num_layers=hp.num_layers,
             bidirectional=hp.bidirectional,
             dropout=hp.dropout,
         )
@@ -143,9 +160,9 @@ class EmbeddingRNN(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(config.input_size, config.embedding_size)
+        self.embedding = nn.Embedding(config.input_size, config.embedding_width)
         self.rnn = FUSED_LAYERS[config.cell](
-            input_size=config.embedding_size,
+            input_size=config.embedding_width,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout,
@@ -209,11 +226,11 @@ def expected_shapes(config: ModelConfig) -> dict[str, TensorSpec]:
         )
     directions = 2 if config.bidirectional else 1  # EmbeddingRNN
     return {
-        "embedding.weight": ((config.input_size, config.embedding_size), torch.float32),
+        "embedding.weight": ((config.input_size, config.embedding_width), torch.float32),
         **recurrent_shapes(
             "rnn",
             config.cell,
-            config.embedding_size,
+            config.embedding_width,
             config.hidden_size,
             config.num_layers,
             directions,

@@ -41,6 +41,15 @@ QUEUE_LOCK = 0x636861726E6E0001
 
 
 @dataclass(frozen=True)
+class RecentEpoch:
+    """An epoch as an ETA needs it: its attempt, when it was recorded, its training time."""
+
+    attempt: int
+    recorded_at: datetime
+    seconds: float
+
+
+@dataclass(frozen=True)
 class NewVersion:
     """What the registry records about a checkpoint that is already on disk and verified."""
 
@@ -158,6 +167,7 @@ class Registry:
         max_attempts: int,
         *,
         max_queued: int | None = None,
+        estimated_seconds: float | None = None,
     ) -> JobRow:
         """Queue a job; QueueFullError if ``max_queued`` jobs are waiting already."""
         job = JobRow(
@@ -167,6 +177,7 @@ class Registry:
             request=request,
             device=device,
             epochs=epochs,
+            estimated_seconds=estimated_seconds,
             max_attempts=max_attempts,
         )
         with self._transaction() as session:
@@ -251,10 +262,10 @@ class Registry:
         with self._sessions() as session:
             return list(session.scalars(query).all())
 
-    def recent_epoch_seconds_of(
-        self, job_ids: Collection[str], last: int = 5
-    ) -> dict[str, list[float]]:
-        """Durations of the last ``last`` epochs of each job (for ETAs), in one query."""
+    def recent_epochs_of(
+        self, job_ids: Collection[str], last: int = 6
+    ) -> dict[str, list[RecentEpoch]]:
+        """The last ``last`` epochs of each job, newest first (for ETAs), in one query."""
         if not job_ids:
             return {}
         rank = (
@@ -263,19 +274,19 @@ class Registry:
             .label("rank")
         )
         ranked = (
-            select(EpochRow.job_id, EpochRow.metrics, rank)
+            select(EpochRow.job_id, EpochRow.attempt, EpochRow.created_at, EpochRow.metrics, rank)
             .where(EpochRow.job_id.in_(list(job_ids)))
             .subquery()
         )
         query = (
-            select(ranked.c.job_id, ranked.c.metrics)
+            select(ranked.c.job_id, ranked.c.attempt, ranked.c.created_at, ranked.c.metrics)
             .where(ranked.c.rank <= last)
             .order_by(ranked.c.job_id, ranked.c.rank)
         )
-        found: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
+        found: dict[str, list[RecentEpoch]] = {job_id: [] for job_id in job_ids}
         with self._sessions() as session:
-            for job_id, metrics in session.execute(query):
-                found[job_id].append(float(metrics["seconds"]))
+            for job_id, attempt, recorded_at, metrics in session.execute(query):
+                found[job_id].append(RecentEpoch(attempt, recorded_at, float(metrics["seconds"])))
         return found
 
     def jobs_by_status(self) -> dict[str, int]:

@@ -107,6 +107,7 @@ class JobRow(Base):
     request: Mapped[dict[str, Any]]  # data, vocab and hyperparameters as submitted
     device: Mapped[str] = mapped_column(String(16))
     epochs: Mapped[int]
+    estimated_seconds: Mapped[float | None]  # at submission; null for older jobs
     epoch: Mapped[int] = mapped_column(default=0)  # epochs completed and checkpointed
     attempts: Mapped[int] = mapped_column(default=0)  # times a worker started it
     failures: Mapped[int] = mapped_column(default=0)  # attempts that failed (not restarts)

@@ -8,6 +8,7 @@ of long histories write a job's epochs into the service's registry, as a worker 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -352,3 +353,54 @@ def test_streams_beyond_the_limit_are_refused_until_one_ends(
             "detail": "1 event streams are open, the most this server keeps "
             "(limit set by CHARNN_MAX_EVENT_STREAMS); try again later"
         }
+
+
+# --- how long a job takes -----------------------------------------------------------------------
+
+
+def test_a_running_jobs_eta_is_near_the_time_it_really_has_left(
+    client: TestClient, long_job: Callable[..., Job], wait_for_job: Callable[..., Job]
+) -> None:
+    # a small model over little text: each epoch's checkpoint and registry writes cost
+    # about as much as its training, which an ETA from training seconds alone left out
+    body = long_job("eta", epochs=24, characters=2000)
+    body["hyperparameters"]["hidden_size"] = 64
+    job_id = client.post("/train", json=body).json()["id"]
+
+    running = wait_for_job(client, job_id, until=lambda job: job["epoch"] >= 6, history=True)
+    seen = time.monotonic()
+    ended = wait_for_job(client, job_id)
+    left = time.monotonic() - seen
+
+    assert ended["status"] == "succeeded"
+    assert running["eta_seconds"] is not None
+    assert left / 2 < running["eta_seconds"] < left * 2
+    training_only = sum(e["seconds"] for e in running["history"]) / running["epoch"]
+    assert running["eta_seconds"] > training_only * (running["epochs"] - running["epoch"])
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param({}, id="the-tutorial"),
+        pytest.param({"characters": 16_000, "epochs": 3}, id="a-gru-on-text"),
+    ],
+)
+def test_a_job_is_estimated_before_it_starts_near_the_time_it_takes(
+    client: TestClient,
+    hello: Job,
+    long_job: Callable[..., Job],
+    wait_for_job: Callable[..., Job],
+    size: dict[str, int],
+) -> None:
+    body = long_job("estimated", **size) if size else hello
+
+    accepted = client.post("/train", json=body).json()
+    ended = wait_for_job(client, accepted["id"])
+
+    assert ended["status"] == "succeeded"
+    assert ended["estimated_seconds"] == accepted["estimated_seconds"]
+    # the estimate is for an idle machine; the tests' machine may be busy (4 times slower
+    # at a load of 8 on 2 cores, as measured), hence the wide margin
+    estimated, took = accepted["estimated_seconds"], ended["elapsed_seconds"]
+    assert took / 5 < estimated < took * 2

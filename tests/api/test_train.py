@@ -41,6 +41,114 @@ def test_a_job_is_accepted_and_queued(client: TestClient, hello: Body) -> None:
     assert job["hyperparameters"]["architecture"] == "embedding_rnn"  # the defaults fill in
 
 
+# --- defaults that fit the data -----------------------------------------------------------------
+
+
+def test_text_left_without_hyperparameters_gets_a_gru_sized_for_text(client: TestClient) -> None:
+    text = "the quick brown fox jumps over the lazy dog. " * 400  # 18,000 characters
+    body = {"model_name": "fox", "data": {"text": text}}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert {k: hyperparameters[k] for k in TEXT_CHOICES} == {
+        "architecture": "embedding_rnn",
+        "cell": "gru",
+        "embedding_size": 32,
+        "hidden_size": 256,
+        "num_layers": 1,
+        "learning_rate": 0.003,
+        "batch_size": 32,
+        "seq_len": 100,
+        "epochs": 189,  # about 3.4 million characters read: 3,400,000 / 18,000
+    }
+
+
+TEXT_CHOICES = [
+    "architecture",
+    "cell",
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "learning_rate",
+    "batch_size",
+    "seq_len",
+    "epochs",
+]
+
+
+def test_given_hyperparameters_win_over_the_text_defaults(client: TestClient) -> None:
+    given = {"cell": "lstm", "hidden_size": 32, "epochs": 3, "seed": 0}
+    body = {"model_name": "fox", "data": {"text": "abcab" * 10}, "hyperparameters": given}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert {k: hyperparameters[k] for k in given} == given
+    assert hyperparameters["embedding_size"] == 32  # what was left out: the text default
+    assert hyperparameters["batch_size"] == 32
+
+
+def test_text_given_dropout_gets_two_layers_for_it_to_act_between(client: TestClient) -> None:
+    # the schema's rule (dropout: num_layers >= 2) holds for the fields left out
+    body = {"model_name": "fox", "data": {"text": "abcab"}, "hyperparameters": {"dropout": 0.2}}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert (hyperparameters["dropout"], hyperparameters["num_layers"]) == (0.2, 2)
+
+
+def test_text_defaults_stay_within_the_services_limits(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(max_hidden_size=32, max_seq_len=64, max_epochs=5)
+    body = {"model_name": "fox", "data": {"text": "abcab" * 10}}
+
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/train", json=body)
+
+    assert response.status_code == 202, response.text
+    hyperparameters = response.json()["hyperparameters"]
+    assert {k: hyperparameters[k] for k in ("hidden_size", "seq_len", "epochs")} == {
+        "hidden_size": 32,
+        "seq_len": 64,
+        "epochs": 5,
+    }
+
+
+def test_pairs_keep_the_tutorials_defaults(client: TestClient) -> None:
+    body = {"model_name": "hello", "data": {"pairs": [{"input": "hello", "target": "ohlol"}]}}
+
+    hyperparameters = client.post("/train", json=body).json()["hyperparameters"]
+
+    assert {k: hyperparameters[k] for k in TEXT_CHOICES} == {
+        "architecture": "embedding_rnn",
+        "cell": "rnn",
+        "embedding_size": 10,
+        "hidden_size": 8,
+        "num_layers": 2,
+        "learning_rate": 0.05,
+        "batch_size": 32,
+        "seq_len": 64,
+        "epochs": 15,
+    }
+
+
+def test_a_job_stores_the_hyperparameters_its_architecture_used(
+    client: TestClient, hello: Body, wait_for_job: Callable[..., Body]
+) -> None:
+    # the tutorial's first model: one cell over one-hot inputs, as wide as the vocabulary
+    body = with_hyperparameters(hello, architecture="rnn_cell", hidden_size=8, num_layers=2)
+
+    accepted = client.post("/train", json=body).json()
+    wait_for_job(client, accepted["id"])
+    version = client.get("/models/hello/versions/1").json()
+
+    used = {"hidden_size": None, "embedding_size": None, "num_layers": 1}
+    assert {k: accepted["hyperparameters"][k] for k in used} == used
+    assert {k: version["hyperparameters"][k] for k in used} == used
+    assert version["config"]["hidden_size"] == 3  # o, h, l
+    assert version["config"]["embedding_size"] is None
+
+
 # --- the data -----------------------------------------------------------------------------------
 
 

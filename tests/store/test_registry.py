@@ -272,11 +272,11 @@ def test_epochs_are_read_after_an_epoch_and_up_to_a_limit(
     assert [row.epoch for row in registry.job_epochs(job.id, after=5)] == [6, 7]
     assert registry.job_epochs(job.id, after=7) == []
     other = new_job()
-    assert registry.recent_epoch_seconds_of([job.id, other.id], last=3) == {
-        job.id: [7.0, 6.0, 5.0],
-        other.id: [],
-    }
-    assert registry.recent_epoch_seconds_of([]) == {}
+    recent = registry.recent_epochs_of([job.id, other.id], last=3)
+    assert [(e.attempt, e.seconds) for e in recent[job.id]] == [(1, 7.0), (1, 6.0), (1, 5.0)]
+    assert recent[job.id][0].recorded_at >= recent[job.id][1].recorded_at
+    assert recent[other.id] == []
+    assert registry.recent_epochs_of([]) == {}
 
 
 def test_statements_are_counted(registry: Registry, new_job: Callable[..., JobRow]) -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from app.api.auth import AdminAccess
 from app.api.bodies import JsonBody, documented
-from app.api.deps import ServicesDep
+from app.api.deps import ServicesDep, services_of
 from app.api.errors import AUTH_RESPONSES, error_responses
 from app.api.job_views import read_job
-from app.jobs.submit import submit_job
+from app.jobs.submit import HYPERPARAMETER_LIMITS, submit_job
 from app.schemas import JobPublic, TrainRequest
 
 router = APIRouter(
@@ -19,6 +19,14 @@ router = APIRouter(
     dependencies=[AdminAccess],
     responses={**AUTH_RESPONSES, **error_responses(400, 429, 503)},
 )
+
+
+def training_limits(request: Request) -> dict[str, Any]:
+    """The largest hyperparameters this service trains: the text defaults stay within
+    them, as the schema's defaults do (a field left out is never refused)."""
+    settings = services_of(request).settings
+    limits = {name: getattr(settings, setting) for name, setting in HYPERPARAMETER_LIMITS.items()}
+    return {"hyperparameter_limits": limits}
 
 
 @router.post(
@@ -34,7 +42,7 @@ router = APIRouter(
     },
 )
 def train(
-    request: Annotated[TrainRequest, Depends(JsonBody(TrainRequest))],
+    request: Annotated[TrainRequest, Depends(JsonBody(TrainRequest, training_limits))],
     services: ServicesDep,
     response: Response,
 ) -> JobPublic:

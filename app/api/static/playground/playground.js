@@ -8,7 +8,7 @@ const CHART = { width: 640, height: 300, left: 52, right: 52, top: 16, bottom: 4
 const MAX_ROWS = 500; // epochs shown in the table (the newest ones)
 const MAX_MARKERS = 40; // a dot per epoch up to this many epochs, then lines only
 
-const ETA_EPOCHS = 5; // the ETA between two summaries: the mean of the last epochs' durations
+const ETA_EPOCHS = 6; // the ETA between two summaries: from the last epochs' recorded_at
 const RENDER_MS = 100; // epochs that arrive together (a resumed stream) are drawn once
 const JOB_STORAGE = "charnn.job"; // the followed job, found again when the page reloads
 const RECENT_JOBS = 10; // jobs offered to follow
@@ -222,14 +222,27 @@ async function followChosen(event) {
   }
 }
 
+// What an epoch costs the job, as the service's eta_seconds counts it: the wall-clock
+// time between consecutive epochs of one attempt (checkpoint and registry writes
+// included), the training seconds alone only until there are two.
+function secondsPerEpoch(recent) {
+  const gaps = [];
+  for (let i = 1; i < recent.length; i++) {
+    if (recent[i].attempt === recent[i - 1].attempt) {
+      gaps.push((Date.parse(recent[i].recorded_at) - Date.parse(recent[i - 1].recorded_at)) / 1000);
+    }
+  }
+  const durations = gaps.length ? gaps : recent.map((e) => e.seconds);
+  return durations.reduce((sum, s) => sum + s, 0) / durations.length;
+}
+
 // An epoch trained again (after a crash) replaces the one of its number, and those after.
 function addEpoch(epoch) {
   if (!following) return;
   const { job, history } = following;
   while (history.length && history[history.length - 1].epoch >= epoch.epoch) history.pop();
   history.push(epoch);
-  const recent = history.slice(-ETA_EPOCHS);
-  const seconds = recent.reduce((sum, e) => sum + e.seconds, 0) / recent.length;
+  const seconds = secondsPerEpoch(history.slice(-ETA_EPOCHS));
   following.job = {
     ...job,
     epoch: epoch.epoch,
