@@ -132,3 +132,29 @@ def test_api_errors_are_shown_as_the_api_words_them(live_server: str, browser: W
     ) in error.text
     assert browser.find_element(By.ID, "train-button").is_enabled()
     screenshot(browser, "playground-error.png")
+
+
+def test_plain_text_takes_the_services_text_defaults_for_what_is_left_alone(
+    live_server: str, browser: WebDriver
+) -> None:
+    console_errors(browser)  # forget what earlier tests' pages logged
+    browser.get(f"{live_server}/")
+    browser.find_element(By.CSS_SELECTOR, "input[name=data_kind][value=text]").click()
+    epochs = browser.find_element(By.ID, "epochs")
+    epochs.clear()
+    epochs.send_keys("1")  # changed: sent; everything else left as the tutorial's: not sent
+
+    browser.find_element(By.ID, "train-button").click()
+    WebDriverWait(browser, 10).until(
+        lambda _: text_of(browser, "train-status").startswith("Job ")
+    )
+
+    job = httpx.get(f"{live_server}/jobs", params={"limit": 1}).json()["items"][0]
+    used = job["hyperparameters"]
+    assert used["epochs"] == 1
+    assert (used["architecture"], used["cell"], used["hidden_size"]) == (
+        "embedding_rnn",
+        "gru",
+        256,
+    )
+    assert console_errors(browser) == []

@@ -62,22 +62,34 @@ function numberField(id, problems) {
   return input.value.trim() === "" ? undefined : Number(input.value);
 }
 
+// Whether the user changed a field from what the page started with.
+function changed(id) {
+  const field = $(id);
+  if (field.tagName === "SELECT") {
+    const initial = [...field.options].find((option) => option.defaultSelected);
+    return field.value !== (initial ? initial.value : field.options[0].value);
+  }
+  return field.value !== field.defaultValue;
+}
+
 function trainRequest() {
   const problems = [];
-  const hyperparameters = {
-    architecture: $("architecture").value,
-    cell: $("cell").value,
-    optimizer: $("optimizer").value,
-  };
+  // The form starts with the tutorial's values, which suit aligned pairs; plain text sends
+  // only what the user changed, so the service picks its defaults for text for the rest.
+  const wanted = dataKind() === "pairs" ? () => true : changed;
+  const hyperparameters = {};
+  for (const id of ["architecture", "cell", "optimizer"]) {
+    if (wanted(id)) hyperparameters[id] = $(id).value;
+  }
   for (const id of [
     "hidden_size", "embedding_size", "num_layers", "learning_rate", "epochs",
     "validation_fraction", "seq_len",
   ]) {
     const value = numberField(id, problems);
-    if (value !== undefined) hyperparameters[id] = value;
+    if (value !== undefined && wanted(id)) hyperparameters[id] = value;
   }
   const seed = numberField("seed", problems);
-  hyperparameters.seed = seed === undefined ? null : seed;
+  if (wanted("seed")) hyperparameters.seed = seed === undefined ? null : seed;
 
   let data;
   if (dataKind() === "pairs") {
