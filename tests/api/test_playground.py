@@ -145,9 +145,7 @@ def test_plain_text_takes_the_services_text_defaults_for_what_is_left_alone(
     epochs.send_keys("1")  # changed: sent; everything else left as the tutorial's: not sent
 
     browser.find_element(By.ID, "train-button").click()
-    WebDriverWait(browser, 10).until(
-        lambda _: text_of(browser, "train-status").startswith("Job ")
-    )
+    WebDriverWait(browser, 10).until(lambda _: text_of(browser, "train-status").startswith("Job "))
 
     job = httpx.get(f"{live_server}/jobs", params={"limit": 1}).json()["items"][0]
     used = job["hyperparameters"]
