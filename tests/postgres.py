@@ -14,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,16 @@ class PrivateCluster:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def running_cluster(password: str | None = None) -> Iterator[PrivateCluster]:
+    """A started private cluster, stopped and removed afterwards."""
+    cluster = PrivateCluster(password=password)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+        cluster.stop()
+    finally:
+        cluster.remove()

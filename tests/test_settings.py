@@ -14,7 +14,7 @@ from sqlalchemy import make_url
 
 from app.settings import Settings
 from tests.conftest import charnn_command, charnn_environment
-from tests.postgres import PrivateCluster
+from tests.postgres import PrivateCluster, running_cluster
 
 KEY = "k" * 24
 PASSWORD = "p@ss:w/rd%1"  # every character an URL must escape
@@ -159,14 +159,8 @@ def test_a_malformed_database_url_is_refused_without_showing_it() -> None:
 @pytest.fixture(scope="module")
 def password_cluster() -> Iterator[PrivateCluster]:
     """A private PostgreSQL whose superuser needs PASSWORD (the shared one trusts anyone)."""
-    cluster = PrivateCluster(password=PASSWORD)
-    try:
-        cluster.init()
-        cluster.start()
+    with running_cluster(password=PASSWORD) as cluster:
         yield cluster
-        cluster.stop()
-    finally:
-        cluster.remove()
 
 
 def check_database(url: str, password_file: Path) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.postgres import PrivateCluster
+from tests.postgres import PrivateCluster, running_cluster
 
 Body = dict[str, Any]
 DOWN_SECONDS = 4.0  # longer than the lease (3 s): the job's worker loses it meanwhile
@@ -23,14 +23,8 @@ UNREACHABLE = "the registry database is unreachable; try again shortly"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster()
-    try:
-        cluster.init()
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-        cluster.stop()
-    finally:
-        cluster.remove()
 
 
 @pytest.fixture(scope="module")
