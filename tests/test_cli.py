@@ -297,6 +297,11 @@ def test_scripts_get_json_ids_and_full_values(server: LiveServer, tmp_path: Path
     queued = charnn(server, "train", "other", "pairs.csv", "--json", cwd=tmp_path)
     other_id = json.loads(queued.stdout)["id"]
     cancelled = charnn(server, "cancel", other_id[:8], "-q", cwd=tmp_path)
+    # a running job stops within an epoch: wait, so that what is listed stays as listed
+    deadline = time.monotonic() + 60
+    while server.http.get(f"/jobs/{other_id}").json()["finished_at"] is None:
+        assert time.monotonic() < deadline, "the cancelled job never ended"
+        time.sleep(0.1)
 
     listed = charnn(server, "jobs", cwd=tmp_path)
     ids = charnn(server, "jobs", "-q", cwd=tmp_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
@@ -198,8 +199,16 @@ def test_compare_two_runs(
     WebDriverWait(browser, 10).until(lambda b: text_of(b, "page-label") == "1–10 of 12 jobs")
     browser.find_element(By.ID, "next-page").click()
     WebDriverWait(browser, 10).until(lambda b: text_of(b, "page-label") == "11–12 of 12 jobs")
-    shown = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-job]")
-    assert [row.get_attribute("data-job") for row in shown] == [job["id"] for job in finished]
+
+    def shown_jobs(b: WebDriver) -> list[str | None]:
+        rows = b.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-job]")
+        return [row.get_attribute("data-job") for row in rows]
+
+    # the label can change a moment before the rows do
+    expected = [job["id"] for job in finished]
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: shown_jobs(b) == expected
+    )
     assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "td.pick input"))
     assert not browser.find_element(By.ID, "next-page").is_enabled()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-chart g.series")) == 2

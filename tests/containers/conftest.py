@@ -20,8 +20,20 @@ from tests.containers.deployment import ROOT, Deployment, copy_project
 from tests.containers.engine import HealthChecks, Podman
 
 REPORT = ROOT / "test-artifacts" / "containers.json"
-LOGS = ROOT / "test-artifacts" / "containers.log"  # every container's last words
+LOGS = ROOT / "test-artifacts" / "containers.log"  # the containers' last words, on failure
 measured: dict[str, Any] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test leaves every container's status and last log lines in LOGS."""
+    report = yield
+    deployment = getattr(item, "funcargs", {}).get("deployment")
+    if report.failed and isinstance(deployment, Deployment):
+        LOGS.parent.mkdir(exist_ok=True)
+        with LOGS.open("a") as log:
+            log.write(f"===== {item.name} ({report.when})\n{deployment.diagnosis(lines=200)}\n")
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +46,7 @@ def podman() -> Iterator[Podman]:
 
 @pytest.fixture(scope="module")
 def deployment(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    LOGS.unlink(missing_ok=True)
     started = time.monotonic()
     images.build_all(podman)
     measured["base_images_and_standins_seconds"] = round(time.monotonic() - started, 1)
@@ -54,8 +67,6 @@ def deployment(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield deployment
     finally:
         health.stop()
-        LOGS.parent.mkdir(exist_ok=True)
-        LOGS.write_text(deployment.diagnosis(lines=200))
         deployment.bash("docker compose down -v --remove-orphans || true", timeout=300)
 
 

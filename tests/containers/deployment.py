@@ -173,7 +173,7 @@ class Deployment:
         """What a failed test shows: every container's status and the end of its log."""
         parts = []
         for name, status in self.statuses().items():
-            log = self.podman.run("logs", "--tail", str(lines), name, check=False)
+            log = self.podman.logs(name, tail=lines)
             parts.append(f"--- {name}: {status}\n{log}")
         return "\n".join(parts)
 

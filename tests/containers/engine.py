@@ -69,6 +69,18 @@ class Podman:
         value = labels.get(key)
         return str(value) if value is not None else None
 
+    def logs(self, name: str, tail: int | None = None) -> str:
+        """A container's output, stdout and stderr together (podman logs keeps them apart,
+        and Python's logging writes to stderr)."""
+        last = ["--tail", str(tail)] if tail is not None else []
+        result = subprocess.run(
+            ["podman", "logs", *last, name],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        return result.stdout.decode(errors="replace")
+
     def inspect(self, name: str) -> dict[str, Any]:
         return dict(json.loads(self.run("container", "inspect", name))[0])
 

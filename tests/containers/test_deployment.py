@@ -131,7 +131,7 @@ def test_scaled_workers_take_jobs_and_api_replicas_share_requests(
         for _ in range(20):
             assert client.get("/models").status_code == 200
     served = [
-        deployment.podman.run("logs", api, check=False).count("GET /models ")
+        deployment.podman.logs(api).count('"GET /models HTTP/1.1" 200')
         for api in deployment.containers("api")
     ]
     assert all(count > 0 for count in served), f"requests per replica: {served}"
