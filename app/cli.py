@@ -230,14 +230,13 @@ def check(
             import httpx
 
             httpx.get(url, timeout=4).raise_for_status()
+        # app.startup, not app.jobs.queue: a health check must not load torch
+        from app.startup import ping_database, ping_redis
+
         if redis:
-            from redis import Redis  # not app.jobs.queue: a health check must not load torch
-
-            Redis.from_url(settings.redis_url, socket_timeout=5).ping()
+            ping_redis(settings.redis_url)
         if database:
-            from app.store.registry import Registry
-
-            Registry.connect(settings.registry_url, migrate=False).ping()
+            ping_database(settings.registry_url)
     except Exception as exc:
         typer.echo(f"unhealthy: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
