@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy
 import torch
 from torch import nn
 
@@ -87,3 +88,39 @@ def plain_training_throughput(text: str, hp: Hyperparameters, threads: int) -> f
                 optimizer.step()
             rates.append(windows * hp.seq_len / (time.perf_counter() - started))
     return statistics.median(rates[1:])  # the first epoch pays torch's warm-up
+
+
+def corpus_ids(path: Path) -> tuple[torch.Tensor, int]:
+    """A text file as a tensor of character ids (sorted vocabulary), and the vocabulary's size."""
+    codes = numpy.frombuffer(path.read_text(encoding="utf-8").encode("utf-32-le"), numpy.uint32)
+    chars, ids = numpy.unique(codes, return_inverse=True)
+    return torch.from_numpy(ids.astype(numpy.int16)), len(chars)
+
+
+def plain_corpus_throughput(
+    ids: torch.Tensor, vocab: int, hp: Hyperparameters, seconds: float, threads: int = 1
+) -> float:
+    """Characters per second of a plain loop over shuffled ``seq_len`` windows of a corpus
+    far larger than one run reads, for ``seconds`` after a warm-up of a few steps."""
+    windows = (len(ids) - 1) // hp.seq_len
+    offsets = torch.arange(hp.seq_len)
+    torch.manual_seed(0)
+    model = PlainModel(vocab, hp)
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp.learning_rate)
+    with on_one_core(threads):
+        characters, started = 0, time.perf_counter()
+        for step, order in enumerate(torch.randperm(windows).split(hp.batch_size), 1):
+            index = (order * hp.seq_len)[:, None] + offsets  # (B, T) positions in the corpus
+            inputs, targets = ids[index].long(), ids[index + 1].long()
+            optimizer.zero_grad()
+            logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+            loss.backward()
+            optimizer.step()
+            if step == 5:  # torch's warm-up left out, as the job's first steps are
+                characters, started = 0, time.perf_counter()
+            else:
+                characters += targets.numel()
+            if time.perf_counter() - started > seconds:
+                break
+    return characters / (time.perf_counter() - started)
