@@ -60,11 +60,13 @@ class ModelConfig(BaseModel):
     num_layers: int = Field(ge=1, le=8)
     bidirectional: bool
     dropout: float = Field(ge=0.0, le=0.9)
-    # absent from checkpoints written before classifiers: those score every position
+    # absent from checkpoints written before classifiers, which score every position;
+    # written only for a classifier, so that the others' configs read as they did
     head: Literal["position", "sequence"] = Field(
         "position",
         description="position: logits at every position (pairs, text); sequence: one set "
         "of label logits per sequence, from the final hidden state (classify).",
+        exclude_if=lambda value: value == "position",
     )
 
     @model_validator(mode="after")
