@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import to_json
 
-from app.jobs.spec import TEXT_IS_NOT_BIDIRECTIONAL, JobSpec, ModelName
+from app.jobs.spec import TRAINING_RULES, JobSpec, ModelName
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import LabelScores, Prediction
 from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
@@ -46,7 +46,7 @@ class TrainRequest(JobSpec):
     """Train a new version of ``model_name``."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE], "allOf": [TEXT_IS_NOT_BIDIRECTIONAL]}
+        json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE], "allOf": TRAINING_RULES}
     )
 
 

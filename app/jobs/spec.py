@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     Tag,
     ValidationInfo,
     model_validator,
@@ -157,6 +158,21 @@ CLASSIFIER_IS_AN_ENCODER: dict[str, Any] = {
         }
     },
 }
+# _vocab_fits_the_data: labels for labeled pairs, output characters for the others
+LABELS_ARE_A_LIST: dict[str, Any] = {
+    "properties": {"labels": {"type": "array"}},
+    "required": ["labels"],
+}
+VOCAB_FITS_THE_DATA: dict[str, Any] = {
+    "if": CLASSIFIER_IS_AN_ENCODER["if"],
+    "then": {"properties": {"vocab": {"anyOf": [{"type": "null"}, LABELS_ARE_A_LIST]}}},
+    "else": {"properties": {"vocab": {"anyOf": [{"type": "null"}, {"not": LABELS_ARE_A_LIST}]}}},
+}
+TRAINING_RULES: list[JsonValue] = [
+    TEXT_IS_NOT_BIDIRECTIONAL,
+    CLASSIFIER_IS_AN_ENCODER,
+    VOCAB_FITS_THE_DATA,
+]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:(0|[1-9][0-9]?))?)$"
 
 
@@ -164,7 +180,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"allOf": [TEXT_IS_NOT_BIDIRECTIONAL, CLASSIFIER_IS_AN_ENCODER]},
+        json_schema_extra={"allOf": TRAINING_RULES},
     )
 
     model_name: ModelName

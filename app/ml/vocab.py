@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Annotated, Self
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from app.ml.errors import DataError, UnknownCharacter, UnknownCharactersError, VocabularyError
 
@@ -118,10 +118,18 @@ def inferred_chars(texts: Iterable[str], field: str, what: str) -> list[str]:
     return chars
 
 
+# _output_or_labels in the JSON schema: exactly one of the two is a list
+OUTPUT_OR_LABELS: list[JsonValue] = [
+    {"properties": {name: {"type": "array"}}, "required": [name]} for name in ("output", "labels")
+]
+
+
 class Vocab(BaseModel):
     """The input vocabulary of a model, and its output: characters or class labels."""
 
-    model_config = ConfigDict(frozen=True, strict=True)
+    model_config = ConfigDict(
+        frozen=True, strict=True, json_schema_extra={"oneOf": OUTPUT_OR_LABELS}
+    )
 
     input: CharList
     # written only when set: a character model's vocabulary reads as it did before

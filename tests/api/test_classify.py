@@ -201,3 +201,27 @@ def test_given_labels_may_name_labels_the_data_lacks(api: TestClient) -> None:
     response = api.post("/train", json=body)
 
     assert response.status_code == 202, response.text
+
+
+# --- the schema states what it can --------------------------------------------------------------
+
+
+def test_the_schema_states_labeled_pairs_their_bounds_and_rules(
+    make_settings: Callable[..., Settings],
+) -> None:
+    schemas = create_app(make_settings(max_training_pairs=50)).openapi()["components"]["schemas"]
+
+    pairs = schemas["LabelsData"]["properties"]["pairs"]
+    assert pairs["maxItems"] == 50
+    pair = schemas["LabeledPair"]["properties"]
+    assert (pair["label"]["minLength"], pair["label"]["maxLength"]) == (1, 64)
+    assert pair["label"]["pattern"] == "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+    rules = schemas["TrainRequest"]["allOf"]
+    architecture = {"properties": {"architecture": {"const": "embedding_rnn"}}}
+    assert {"hyperparameters": architecture} in [r["then"].get("properties") for r in rules]
+    assert schemas["Vocab"]["oneOf"] == [
+        {"properties": {"output": {"type": "array"}}, "required": ["output"]},
+        {"properties": {"labels": {"type": "array"}}, "required": ["labels"]},
+    ]
+    answer = schemas["PredictResponse"]["properties"]["labels"]["anyOf"][0]["items"]
+    assert answer == {"$ref": "#/components/schemas/LabelPredictionPublic"}
