@@ -10,12 +10,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.ml.checkpoint import Checkpoint
 from app.settings import Settings
 
 Body = dict[str, Any]
@@ -225,3 +227,32 @@ def test_the_schema_states_labeled_pairs_their_bounds_and_rules(
     ]
     answer = schemas["PredictResponse"]["properties"]["labels"]["anyOf"][0]["items"]
     assert answer == {"$ref": "#/components/schemas/LabelPredictionPublic"}
+
+
+def test_a_classifier_downloads_and_imports_as_any_checkpoint(
+    make_settings: Callable[..., Settings],
+    surnames_model: Checkpoint,
+    publish_model: Callable[[Path, str, Checkpoint], int],
+) -> None:
+    settings = make_settings()
+    publish_model(settings.store_dir, "names", surnames_model)
+    with TestClient(create_app(settings)) as api:
+        files = "/models/names/versions/1/files"
+        meta = api.get(f"{files}/checkpoint.json").content
+        weights = api.get(f"{files}/weights.safetensors").content
+
+        imported = api.post(
+            "/models/names-copy/versions",
+            files={
+                "checkpoint": ("checkpoint.json", meta),
+                "weights": ("weights.safetensors", weights),
+            },
+        )
+        inputs = {"inputs": ["Sato", "Rossi", "Ivanov"], "top_k": 3}
+        original = api.post("/predict", json={"model_name": "names", **inputs}).json()
+        copy = api.post("/predict", json={"model_name": "names-copy", **inputs}).json()
+
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["task"] == "classify"
+    assert copy["labels"] == original["labels"]
+    assert copy["outputs"] == ["Japanese", "Italian", "Russian"]
