@@ -8,17 +8,19 @@ small GRU reading the bits in order must do clearly better on numbers it never s
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from app.ml.checkpoint import load_checkpoint, save_checkpoint
+from app.ml.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from app.ml.data import batches, classify_dataset, split
-from app.ml.errors import ConfigurationError, DataError
+from app.ml.errors import CheckpointError, ConfigurationError, DataError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Predictor
 from app.ml.model import ModelConfig, SequenceClassifier, build_model, expected_shapes
@@ -87,7 +89,12 @@ def divisibility() -> tuple[Pairs, Pairs, TrainingSession]:
     session = TrainingSession.start(
         classifier_hyperparameters(), classify_dataset(train_pairs), CPU
     )
-    train(session)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small net: more threads only wait for each other
+    try:
+        train(session)
+    finally:
+        torch.set_num_threads(threads)
     return train_pairs, test_pairs, session
 
 
@@ -106,6 +113,14 @@ def test_labels_are_inferred_sorted_and_targets_hold_one_label_id_per_sequence()
     batch = next(batches(dataset.examples, torch.tensor([1, 2]), 2))
     assert batch.targets.tolist() == [0, 1]
     assert batch.inputs.shape == (2, 5)  # trimmed to its longest row, labels untouched
+
+
+def test_a_vocabulary_has_output_characters_or_labels_and_writes_only_that_one() -> None:
+    assert Vocab(input=["a"], output=["b"]).model_dump() == {"input": ["a"], "output": ["b"]}
+    assert Vocab(input=["a"], labels=["x"]).model_dump() == {"input": ["a"], "labels": ["x"]}
+    for neither_or_both in ({}, {"output": ["b"], "labels": ["x"]}):
+        with pytest.raises(ValueError, match="give either output .* or labels"):
+            Vocab.model_validate({"input": ["a"], **neither_or_both})
 
 
 def test_a_given_vocabulary_fixes_the_labels_and_refuses_others() -> None:
@@ -260,3 +275,26 @@ def test_a_classifier_checkpoint_round_trips(
     before = Predictor.from_checkpoint(session.checkpoint(), CPU).predict(["1001", "11"], top_k=2)
     after = Predictor.from_checkpoint(loaded, CPU).predict(["1001", "11"], top_k=2)
     assert before == after
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda meta: meta.update(task="pairs"),
+        lambda meta: meta["config"].pop("head"),
+        lambda meta: meta["vocab"].update(output=["n", "y"], labels=None),
+    ],
+    ids=["task", "head", "vocab"],
+)
+def test_a_classifier_checkpoint_whose_task_head_and_labels_disagree_is_refused(
+    tmp_path: Path, divisibility: tuple[Pairs, Pairs, TrainingSession], edit: Any
+) -> None:
+    _, _, session = divisibility
+    save_checkpoint(session.checkpoint(with_training_state=False), tmp_path / "v1")
+    meta_path = tmp_path / "v1" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+
+    with pytest.raises(CheckpointError, match="disagree: a classifier has task 'classify'"):
+        load_checkpoint(tmp_path / "v1")
