@@ -402,7 +402,10 @@ def hp_option(name: str, *flags: str, **kwargs: Any) -> Any:
 def train_command(
     model_name: Annotated[str, typer.Argument(help="Model to train a new version of.")],
     data_file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="CSV, TSV, JSONL pairs or text.")
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="CSV, TSV, JSONL pairs (target or label) or text."
+        ),
     ],
     text: Annotated[bool, typer.Option("--text", help="Treat the file as plain text.")] = False,
     architecture: Annotated[Architecture | None, hp_option("architecture", metavar="ARCH")] = None,
@@ -597,19 +600,34 @@ def predict(
     model_name: str,
     inputs: Annotated[list[str], typer.Argument(help="Sequences to map.")],
     version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
-    top_k: Annotated[int, typer.Option(help="Also show the k likeliest characters.")] = 0,
+    top_k: Annotated[
+        int, typer.Option(help="Also show the k likeliest characters (or labels).")
+    ] = 0,
     as_json: JsonOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
-    """Map each input to its output, one line each."""
+    """Map each input to its output, one line each (a classifier's: label and probability)."""
     with connected(url, api_key) as client:
         answer = client.predict(model_name, inputs, version=version, top_k=top_k or None)
-    if as_json or top_k:  # the likeliest characters have no plainer form than the JSON
+    if as_json or (top_k and "labels" not in answer):  # no plainer form than the JSON
         emit_json(answer)
         return
-    for output in answer["outputs"]:
-        emit(output)
+    for line in predict_lines(answer):
+        emit(line)
+
+
+def predict_lines(answer: dict[str, Any]) -> list[str]:
+    """One line per input: its output; for a classifier ``label<TAB>probability``, then
+    its top k as ``label=probability`` pairs."""
+    if "labels" not in answer:
+        return list(answer["outputs"])
+    lines = []
+    for scores in answer["labels"]:
+        line = f"{scores['label']}\t{scores['probability']:.4f}"
+        top = "  ".join(f"{t['label']}={t['probability']:.4f}" for t in scores["top_k"])
+        lines.append(f"{line}\t{top}" if top else line)
+    return lines
 
 
 @cli.command()

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import to_json
 
-from app.jobs.spec import TEXT_IS_NOT_BIDIRECTIONAL, JobSpec, ModelName
+from app.jobs.spec import TRAINING_RULES, JobSpec, ModelName
 from app.ml.hyperparameters import Hyperparameters
-from app.ml.inference import Prediction
+from app.ml.inference import LabelScores, Prediction
 from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig
@@ -46,7 +46,7 @@ class TrainRequest(JobSpec):
     """Train a new version of ``model_name``."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE], "allOf": [TEXT_IS_NOT_BIDIRECTIONAL]}
+        json_schema_extra={"examples": [HELLO_TRAIN_EXAMPLE], "allOf": TRAINING_RULES}
     )
 
 
@@ -122,7 +122,10 @@ class EpochPage(BaseModel):
 class VersionPublic(BaseModel):
     model_name: str
     version: int
-    task: str = Field(description="pairs (transduction) or text (next character).")
+    task: str = Field(
+        description="pairs (transduction), text (next character) or classify (a label "
+        "per sequence)."
+    )
     config: ModelConfig
     hyperparameters: Hyperparameters
     vocab: Vocab
@@ -161,9 +164,17 @@ class PredictRequest(BaseModel):
     version: OptionalVersion = Field(None, description="Default: the latest version.")
     inputs: list[str] = Field(min_length=1, description="Sequences to map, one output each.")
     return_probabilities: JsonBool = Field(
-        False, description="Also return the probability of each chosen character."
+        False,
+        description="Also return the probability of each chosen character (a classifier "
+        "always returns its label's).",
     )
-    top_k: JsonInt = Field(0, ge=0, le=64, description="Also return the k likeliest characters.")
+    top_k: JsonInt = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Also return the k likeliest characters (a classifier: the k likeliest "
+        "labels, at most as many as it has).",
+    )
 
 
 class CharProbabilityPublic(BaseModel):
@@ -176,12 +187,35 @@ class PredictionDetail(BaseModel):
     top_k: list[list[CharProbabilityPublic]] | None = None
 
 
+class LabelProbabilityPublic(BaseModel):
+    label: str
+    probability: float
+
+
+class LabelPredictionPublic(BaseModel):
+    """A classifier's answer for one input."""
+
+    label: str = Field(description="The likeliest label.")
+    probability: float = Field(ge=0, le=1, description="Its probability.")
+    top_k: list[LabelProbabilityPublic] = Field(
+        description="The top_k likeliest labels, likeliest first (empty when top_k is 0)."
+    )
+
+
 class PredictResponse(BaseModel):
     model_name: str
     version: int
-    outputs: list[str]
+    outputs: list[str] = Field(description="Per input: its output string, or its label.")
     details: list[PredictionDetail] | None = Field(
-        None, description="Per input, when probabilities or top_k were asked for."
+        None,
+        description="Per input, when probabilities or top_k were asked for (null for a "
+        "classifier, which answers in labels).",
+    )
+    # absent for the other models, whose answers read as before classifiers existed
+    labels: list[LabelPredictionPublic] | None = Field(
+        None,
+        description="A classifier's answer per input; absent for the other models.",
+        exclude_if=lambda value: value is None,
     )
 
 
@@ -343,10 +377,23 @@ def predict_response_json(
             "outputs": [p.output for p in predictions],
         }
     )[:-1]
+    if predictions and predictions[0].label is not None:  # a classifier's: all or none
+        labels = ",".join(label_json(p.label) for p in predictions if p.label is not None)
+        return head + b',"details":null,"labels":[' + labels.encode() + b"]}"
     if not (request.top_k or request.return_probabilities):
         return head + b',"details":null}'
     details = ",".join(detail_json(p) for p in predictions)
     return head + b',"details":[' + details.encode() + b"]}"
+
+
+def label_json(scores: LabelScores) -> str:
+    """One ``LabelPredictionPublic``."""
+    top = [
+        {"label": label, "probability": probability}
+        for label, probability in zip(scores.top_labels, scores.top_probabilities, strict=True)
+    ]
+    answer = {"label": scores.label, "probability": scores.probability, "top_k": top}
+    return json(answer).decode()
 
 
 def numbers(values: list[float]) -> list[str]:

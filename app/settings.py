@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     max_training_pairs: int = Field(
         100_000, ge=1, le=10_000_000, description="Pairs in one training request."
     )
+    max_training_labels: int = Field(
+        1024,
+        ge=1,
+        le=1024,
+        description="Distinct labels in one classification job (labeled pairs).",
+    )
     max_training_chars: int = Field(
         5_000_000,
         ge=1,

@@ -56,7 +56,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from app.main import create_app
 from app.ml.checkpoint import Checkpoint
-from app.ml.data import pairs_dataset, text_dataset
+from app.ml.data import classify_dataset, pairs_dataset, text_dataset
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.train import TrainingSession, train
 from app.settings import Settings
@@ -158,6 +158,23 @@ def fox_model() -> Checkpoint:
     """A small next-character model of ``FOX_TEXT``, which ``/generate`` can continue."""
     hp = Hyperparameters(hidden_size=32, num_layers=1, epochs=30, seq_len=16, seed=0)
     return train_in_process(hp, text_dataset(FOX_TEXT, hp.seq_len))
+
+
+SURNAMES = [
+    ("Nakamura", "Japanese"), ("Tanaka", "Japanese"), ("Sato", "Japanese"),
+    ("Rossi", "Italian"), ("Bianchi", "Italian"), ("Romano", "Italian"),
+    ("Ivanov", "Russian"), ("Petrov", "Russian"), ("Volkov", "Russian"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def surnames_model() -> Checkpoint:
+    """A small classifier of ``SURNAMES`` by language (task classify), trained in this process."""
+    hp = Hyperparameters(
+        cell="gru", embedding_size=8, hidden_size=16, num_layers=1, bidirectional=True,
+        learning_rate=0.02, epochs=30, validation_fraction=0.0, seed=0,
+    )  # fmt: skip
+    return train_in_process(hp, classify_dataset(SURNAMES))
 
 
 def publish_to(store_dir: Path, model_name: str, checkpoint: Checkpoint) -> int:

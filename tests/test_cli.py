@@ -100,6 +100,47 @@ def test_pairs_files_in_tsv_and_jsonl(
     assert result.returncode == 0, result.stderr
 
 
+SURNAMES = [
+    ("Nakamura", "Japanese"), ("Tanaka", "Japanese"), ("Sato", "Japanese"),
+    ("Yamamoto", "Japanese"), ("Rossi", "Italian"), ("Bianchi", "Italian"),
+    ("Romano", "Italian"), ("Ricci", "Italian"), ("Ivanov", "Russian"),
+    ("Petrov", "Russian"), ("Smirnov", "Russian"), ("Volkov", "Russian"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("names.csv", "input,label\n" + "".join(f"{n},{lab}\n" for n, lab in SURNAMES)),
+        (
+            "names.jsonl",
+            "".join(json.dumps({"input": n, "label": lab}) + "\n" for n, lab in SURNAMES),
+        ),
+    ],
+)
+def test_a_labels_file_trains_a_classifier_and_predict_prints_labels(
+    server: LiveServer, tmp_path: Path, name: str, content: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    hyperparameters = ["--cell", "gru", "--embedding-size", "16", "--hidden-size", "32"]
+    hyperparameters += ["--num-layers", "1", "--bidirectional", "--learning-rate", "0.01"]
+    hyperparameters += ["--epochs", "30", "--validation-fraction", "0", "--seed", "0"]
+
+    trained = charnn(server, "train", "names", name, *hyperparameters, "--follow", cwd=tmp_path)
+    plain = charnn(server, "predict", "names", "Nakamura", "Rossi", cwd=tmp_path)
+    top = charnn(server, "predict", "names", "Ivanov", "--top-k", "2", cwd=tmp_path)
+
+    assert trained.returncode == 0, trained.stderr
+    assert "names version 1 is ready" in trained.stdout
+    assert plain.returncode == 0, plain.stderr
+    lines = [line.split("\t") for line in plain.stdout.splitlines()]
+    assert [label for label, _ in lines] == ["Japanese", "Italian"]
+    assert all(0.5 < float(probability) <= 1 for _, probability in lines)
+    label, probability, best = top.stdout.strip().split("\t")
+    assert label == "Russian"
+    assert best.startswith(f"Russian={probability}  ")
+
+
 def test_models_and_jobs_are_listed(server: LiveServer, tmp_path: Path) -> None:
     (tmp_path / "fox.txt").write_text("the quick brown fox jumps over the lazy dog. " * 4)
     charnn(server, "train", "fox", "fox.txt", "--epochs", "2", "--follow", cwd=tmp_path)

@@ -35,6 +35,9 @@ def test_the_curl_examples_work_against_a_live_server(
     assert '"outputs":["ohlol"]' in run.stdout
     assert '"outputs":["ohlol","ohlo"]' in run.stdout  # the top-k example
     assert '"text":"the quick brown fox' in run.stdout
+    assert '"outputs":["Japanese","Italian"],"details":null,"labels":[{"label":"Japanese"' in (
+        run.stdout
+    )  # the classifier
     assert '"model_name":"hello-copy","version":1' in run.stdout
     assert "event: end" in run.stdout
     assert '"after":10,"limit":2,"next_after":12}' in run.stdout  # the epochs page

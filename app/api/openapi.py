@@ -91,12 +91,18 @@ def resolve(schema: Schema, components: Schema) -> Schema:
 
 
 def data_variant(train: Schema, components: Schema, field: str) -> Schema:
-    """The variant of ``data`` (pairs or text) that holds ``field``."""
-    for variant in train["properties"]["data"]["oneOf"]:
-        resolved = resolve(variant, components)
-        if field in resolved["properties"]:
-            return resolved
-    raise KeyError(field)
+    """The first variant of ``data`` that holds ``field``."""
+    return data_variants(train, components, field)[0]
+
+
+def data_variants(train: Schema, components: Schema, field: str) -> list[Schema]:
+    """The variants of ``data`` (pairs with targets, pairs with labels, text) that hold
+    ``field``."""
+    variants = [resolve(v, components) for v in train["properties"]["data"]["oneOf"]]
+    found = [v for v in variants if field in v["properties"]]
+    if not found:
+        raise KeyError(field)
+    return found
 
 
 def limit(schema: Schema, keyword: str, value: int | float, setting: str) -> None:
@@ -141,16 +147,18 @@ def limit_training(train: Schema, components: Schema, settings: Settings) -> Non
             elif name in required:
                 values[name] = getattr(settings, setting)
 
-    pairs = data_variant(train, components, "pairs")["properties"]["pairs"]
-    limit(pairs, "maxItems", settings.max_training_pairs, "CHARNN_MAX_TRAINING_PAIRS")
-    pair = resolve(pairs["items"], components)
-    for side in ("input", "target"):
-        limit(
-            pair["properties"][side],
-            "maxLength",
-            settings.max_training_chars,
-            "CHARNN_MAX_TRAINING_CHARS",
-        )
+    for variant in data_variants(train, components, "pairs"):  # with targets, with labels
+        pairs = variant["properties"]["pairs"]
+        limit(pairs, "maxItems", settings.max_training_pairs, "CHARNN_MAX_TRAINING_PAIRS")
+        pair = resolve(pairs["items"], components)
+        for side in ("input", "target"):
+            if side in pair["properties"]:
+                limit(
+                    pair["properties"][side],
+                    "maxLength",
+                    settings.max_training_chars,
+                    "CHARNN_MAX_TRAINING_CHARS",
+                )
     text = data_variant(train, components, "text")["properties"]["text"]
     limit(text, "maxLength", settings.max_training_chars, "CHARNN_MAX_TRAINING_CHARS")
 

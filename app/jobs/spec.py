@@ -1,5 +1,8 @@
 """A training job's specification: data, optional vocabularies and hyperparameters.
 
+Three kinds of data, three tasks: pairs with a ``target`` (aligned transduction), pairs
+with a ``label`` (sequence classification) and plain ``text`` (next character).
+
 This is what ``POST /train`` accepts (``app.schemas`` reuses it) and what the
 registry stores, so a worker on any machine rebuilds exactly the same dataset.
 """
@@ -13,15 +16,16 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     Tag,
     ValidationInfo,
     model_validator,
 )
 from typing_extensions import TypedDict
 
-from app.ml.data import Dataset, pairs_dataset, text_dataset
-from app.ml.hyperparameters import Hyperparameters, text_defaults
-from app.ml.vocab import Vocab
+from app.ml.data import Dataset, classify_dataset, pairs_dataset, text_dataset
+from app.ml.hyperparameters import ONE_HOT_ARCHITECTURES, Hyperparameters, text_defaults
+from app.ml.vocab import MAX_LABEL_LENGTH, Label, Vocab
 from app.store.layout import MODEL_NAME_PATTERN
 
 ModelName = Annotated[
@@ -54,6 +58,27 @@ class PairsData(BaseModel):
     pairs: list[Pair] = Field(min_length=1)
 
 
+class LabeledPair(TypedDict):
+    """One sequence and its class label (a dict for the reason ``Pair`` is one)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    input: Annotated[str, Field(min_length=1, examples=["Nakamura"])]
+    label: Label
+
+
+class LabelsData(BaseModel):
+    """Sequences and their labels, for a classifier (task classify)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    pairs: list[LabeledPair] = Field(
+        min_length=1,
+        description=f"Each label 1 to {MAX_LABEL_LENGTH} characters, no control characters; "
+        "the labels are the sorted distinct labels unless vocab.labels gives them.",
+    )
+
+
 class TextData(BaseModel):
     """Plain text for next-character modelling (enables ``/generate``)."""
 
@@ -65,16 +90,46 @@ class TextData(BaseModel):
 def _data_kind(value: Any) -> str | None:
     source = value if isinstance(value, dict) else getattr(value, "__dict__", {})
     if "pairs" in source:
-        return "pairs"
+        return "labels" if _labeled(source["pairs"]) else "pairs"
     return "text" if "text" in source else None
 
 
+def _labeled(pairs: Any) -> bool:
+    """Pairs with a label, not a target (the first pair decides; mixing is refused)."""
+    return (
+        isinstance(pairs, list)
+        and bool(pairs)
+        and isinstance(pairs[0], dict)
+        and ("label" in pairs[0] and "target" not in pairs[0])
+    )
+
+
+def _mixed_pairs(pairs: Any) -> str | None:
+    """Why ``pairs`` mixes targets and labels, or None when it does not."""
+    if not isinstance(pairs, list):
+        return None
+    first = {
+        key: next((i for i, p in enumerate(pairs) if isinstance(p, dict) and key in p), None)
+        for key in ("target", "label")
+    }
+    if first["target"] is None or first["label"] is None:
+        return None
+    return (
+        f"data.pairs[{first['target']}] has a 'target' (aligned pairs) and "
+        f"data.pairs[{first['label']}] a 'label' (classification); one job trains one task: "
+        "give every pair a target, or every pair a label"
+    )
+
+
 TrainingData = Annotated[
-    Annotated[PairsData, Tag("pairs")] | Annotated[TextData, Tag("text")],
+    Annotated[PairsData, Tag("pairs")]
+    | Annotated[LabelsData, Tag("labels")]
+    | Annotated[TextData, Tag("text")],
     Discriminator(
         _data_kind,
         custom_error_type="data_kind",
-        custom_error_message="data needs either 'pairs' (aligned pairs) or 'text' (plain text)",
+        custom_error_message="data needs either 'pairs' (aligned pairs with a target, or "
+        "sequences with a label) or 'text' (plain text)",
     ),
 ]
 
@@ -86,18 +141,54 @@ TEXT_IS_NOT_BIDIRECTIONAL: dict[str, Any] = {
         "properties": {"hyperparameters": {"properties": {"bidirectional": {"const": False}}}}
     },
 }
+# a classifier encodes its input into one state to classify: no one-hot variant does that
+CLASSIFIER_IS_AN_ENCODER: dict[str, Any] = {
+    "if": {
+        "properties": {
+            "data": {
+                "properties": {"pairs": {"items": {"required": ["label"]}}},
+                "required": ["pairs"],
+            }
+        },
+        "required": ["data"],
+    },
+    "then": {
+        "properties": {
+            "hyperparameters": {"properties": {"architecture": {"const": "embedding_rnn"}}}
+        }
+    },
+}
+# _vocab_fits_the_data: labels for labeled pairs, output characters for the others
+LABELS_ARE_A_LIST: dict[str, Any] = {
+    "properties": {"labels": {"type": "array"}},
+    "required": ["labels"],
+}
+VOCAB_FITS_THE_DATA: dict[str, Any] = {
+    "if": CLASSIFIER_IS_AN_ENCODER["if"],
+    "then": {"properties": {"vocab": {"anyOf": [{"type": "null"}, LABELS_ARE_A_LIST]}}},
+    "else": {"properties": {"vocab": {"anyOf": [{"type": "null"}, {"not": LABELS_ARE_A_LIST}]}}},
+}
+TRAINING_RULES: list[JsonValue] = [
+    TEXT_IS_NOT_BIDIRECTIONAL,
+    CLASSIFIER_IS_AN_ENCODER,
+    VOCAB_FITS_THE_DATA,
+]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:(0|[1-9][0-9]?))?)$"
 
 
 class JobSpec(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"allOf": [TEXT_IS_NOT_BIDIRECTIONAL]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"allOf": TRAINING_RULES},
     )
 
     model_name: ModelName
     data: TrainingData
     vocab: Vocab | None = Field(
-        None, description="Input and output vocabularies; inferred from the data when absent."
+        None,
+        description="Input and output vocabularies (for labeled pairs: input and labels); "
+        "inferred from the data when absent.",
     )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters,
@@ -112,6 +203,15 @@ class JobSpec(BaseModel):
         pattern=DEVICE_PATTERN,
         description="Where to train: auto, cpu or cuda[:N]; default: the service's setting.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind_of_pairs(cls, value: Any) -> Any:
+        data = value.get("data") if isinstance(value, dict) else None
+        problem = _mixed_pairs(data.get("pairs")) if isinstance(data, dict) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +250,30 @@ class JobSpec(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _classifier_is_an_encoder(self) -> Self:
+        architecture = self.hyperparameters.architecture
+        if isinstance(self.data, LabelsData) and architecture in ONE_HOT_ARCHITECTURES:
+            raise ValueError(
+                f"hyperparameters.architecture {architecture!r} cannot classify: its hidden "
+                "state is a per-character output; use 'embedding_rnn' for labeled pairs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _vocab_fits_the_data(self) -> Self:
+        if self.vocab is None:
+            return self
+        labeled = isinstance(self.data, LabelsData)
+        if labeled and self.vocab.labels is None:
+            raise ValueError("vocab: labeled pairs need vocab.labels, not vocab.output")
+        if not labeled and self.vocab.labels is not None:
+            raise ValueError(
+                "vocab: vocab.labels is for labeled pairs; pairs with targets and text "
+                "need vocab.output"
+            )
+        return self
+
     @property
     def characters(self) -> int:
         if isinstance(self.data, TextData):
@@ -161,4 +285,6 @@ def build_dataset(spec: JobSpec) -> Dataset:
     """Encode the job's data; raises the engine's DataError / UnknownCharactersError."""
     if isinstance(spec.data, TextData):
         return text_dataset(spec.data.text, spec.hyperparameters.seq_len, spec.vocab)
+    if isinstance(spec.data, LabelsData):
+        return classify_dataset([(p["input"], p["label"]) for p in spec.data.pairs], spec.vocab)
     return pairs_dataset([(p["input"], p["target"]) for p in spec.data.pairs], spec.vocab)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.errors import LimitExceededError
 from app.jobs.runner import JobRunner
-from app.jobs.spec import JobSpec, PairsData, build_dataset
+from app.jobs.spec import JobSpec, LabelsData, PairsData, build_dataset
 from app.ml.model import ModelConfig, estimate_parameters
 from app.ml.train import estimate_seconds
 from app.settings import Settings
@@ -47,7 +47,9 @@ def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings
 
 
 def check_limits(spec: JobSpec, settings: Settings) -> None:
-    if isinstance(spec.data, PairsData) and len(spec.data.pairs) > settings.max_training_pairs:
+    if isinstance(spec.data, PairsData | LabelsData) and (
+        len(spec.data.pairs) > settings.max_training_pairs
+    ):
         raise LimitExceededError(
             "data.pairs",
             f"{len(spec.data.pairs)} pairs, at most {settings.max_training_pairs} allowed",
@@ -59,11 +61,24 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
             f"{spec.characters} characters, at most {settings.max_training_chars} allowed",
             "CHARNN_MAX_TRAINING_CHARS",
         )
-    if isinstance(spec.data, PairsData):
+    if isinstance(spec.data, PairsData | LabelsData):
         check_padded_pairs(spec.data, settings)
+    if isinstance(spec.data, LabelsData):
+        check_labels(spec.data, settings)
 
 
-def check_padded_pairs(data: PairsData, settings: Settings) -> None:
+def check_labels(data: LabelsData, settings: Settings) -> None:
+    """A classifier's head grows with its labels: bounded before anything is encoded."""
+    labels = {pair["label"] for pair in data.pairs}
+    if len(labels) > settings.max_training_labels:
+        raise LimitExceededError(
+            "data.pairs",
+            f"{len(labels)} distinct labels, at most {settings.max_training_labels} allowed",
+            "CHARNN_MAX_TRAINING_LABELS",
+        )
+
+
+def check_padded_pairs(data: PairsData | LabelsData, settings: Settings) -> None:
     """Pairs are encoded padded to the longest: one long pair among many short ones would
     make the encoded data (built here, in the API) far larger than the data itself."""
     longest = max(len(pair["input"]) for pair in data.pairs)

@@ -96,10 +96,23 @@ class CheckpointMeta(BaseModel):
                 f"config.input_size is {self.config.input_size} but the input vocabulary "
                 f"has {len(self.vocab.input)} characters"
             )
-        if self.config.output_size != len(self.vocab.output):
+        if self.config.output_size != self.vocab.output_size:
             raise ValueError(
                 f"config.output_size is {self.config.output_size} but the output vocabulary "
-                f"has {len(self.vocab.output)} characters"
+                f"has {self.vocab.output_size} entries"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _classifier_has_labels(self) -> Self:
+        """A classifier's task, head and labels come together, or not at all."""
+        kinds = {self.task == "classify", self.config.head == "sequence"}
+        kinds.add(self.vocab.labels is not None)
+        if len(kinds) != 1:
+            raise ValueError(
+                f"task {self.task!r}, config.head {self.config.head!r} and vocab "
+                f"{'labels' if self.vocab.labels is not None else 'output'} disagree: a "
+                "classifier has task 'classify', head 'sequence' and vocab.labels"
             )
         return self
 

@@ -1,8 +1,11 @@
-"""Training data: aligned pairs or plain text, encoded once, batched with padding.
+"""Training data: aligned pairs, plain text or labeled sequences, encoded once, batched
+with padding.
 
 Pairs map each input character to the target character at the same position
 ("hello" -> "ohlol"). Plain text becomes next-character windows: the input is
-``text[i : i + seq_len]`` and the target the same window shifted by one.
+``text[i : i + seq_len]`` and the target the same window shifted by one. Labeled
+sequences ("Nakamura" -> "Japanese") hold one target per row, the label's id: their
+targets are (N,) rather than (N, T_max).
 
 Rows of a batch are right-padded; padded targets hold ``IGNORE_INDEX`` so they
 never count towards loss or accuracy, and ``lengths`` lets the models pack.
@@ -17,15 +20,16 @@ from typing import Literal
 import torch
 
 from app.ml.errors import DataError
-from app.ml.vocab import Vocab
+from app.ml.vocab import Vocab, label_problem
 
 IGNORE_INDEX = -100  # CrossEntropyLoss's default ignore_index
-Task = Literal["pairs", "text"]
+Task = Literal["pairs", "text", "classify"]
 
 
 @dataclass(frozen=True)
 class Examples:
-    """Encoded examples as padded tensors: inputs/targets (N, T_max), lengths (N,)."""
+    """Encoded examples as padded tensors: inputs (N, T_max), lengths (N,), and targets
+    (N, T_max) per character or, for classification, (N,) label ids."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -51,7 +55,7 @@ class Examples:
 @dataclass(frozen=True)
 class Batch:
     inputs: torch.Tensor  # (B, T) long
-    targets: torch.Tensor  # (B, T) long, IGNORE_INDEX past each row's length
+    targets: torch.Tensor  # (B, T) long, IGNORE_INDEX past each row's length; (B,) labels
     lengths: torch.Tensor  # (B,) long, on the CPU (packing wants it there)
 
     def to(self, device: torch.device) -> Batch:
@@ -122,6 +126,32 @@ def text_dataset(text: str, seq_len: int, vocab: Vocab | None = None) -> Dataset
     return Dataset("text", vocab, encode_examples(vocab, inputs, targets, "text"))
 
 
+def classify_dataset(pairs: Sequence[tuple[str, str]], vocab: Vocab | None = None) -> Dataset:
+    """Sequences and their labels; the input characters and the (sorted) labels are
+    inferred from them unless given."""
+    if not pairs:
+        raise DataError("pairs", "no labeled sequences given; provide at least one")
+    for i, (source, label) in enumerate(pairs):
+        if not source:
+            raise DataError(f"pairs[{i}].input", "is empty")
+        problem = label_problem(label)
+        if problem is not None:
+            raise DataError(f"pairs[{i}].label", problem)
+    inputs = [p[0] for p in pairs]
+    labels = [p[1] for p in pairs]
+    vocab = vocab or Vocab.from_labeled(inputs, labels)
+    if vocab.labels is None:
+        raise DataError("vocab", "a classifier's vocabulary needs labels, not output characters")
+    input_ids = vocab.encode_inputs(inputs, field="pairs[{i}].input")
+    examples = Examples(
+        inputs=pad(input_ids, 0),
+        targets=torch.tensor(vocab.encode_labels(labels), dtype=torch.long),  # (N,)
+        lengths=torch.tensor([len(s) for s in inputs], dtype=torch.long),
+        texts=inputs,
+    )
+    return Dataset("classify", vocab, examples)
+
+
 def split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples | None]:
     """Hold out ``floor(fraction * N)`` examples at random (same seed, same split)."""
     held_out = int(fraction * len(examples))
@@ -137,4 +167,7 @@ def batches(examples: Examples, order: torch.Tensor, batch_size: int) -> Iterato
         index = order[start : start + batch_size]
         lengths = examples.lengths[index]
         width = int(lengths.max())
-        yield Batch(examples.inputs[index, :width], examples.targets[index, :width], lengths)
+        targets = examples.targets[index]
+        if targets.dim() == 2:  # per character; a classifier's (B,) labels have no width
+            targets = targets[:, :width]
+        yield Batch(examples.inputs[index, :width], targets, lengths)

@@ -95,7 +95,7 @@ class Hyperparameters(BaseModel):
     )
     bidirectional: JsonBool = Field(
         False,
-        description="Read each input both ways (embedding_rnn on aligned pairs only).",
+        description="Read each input both ways (embedding_rnn on aligned or labeled pairs only).",
     )
     dropout: JsonFloat = Field(
         0.0, ge=0.0, le=0.9, description="Dropout between recurrent layers (num_layers >= 2)."

@@ -1,4 +1,5 @@
-"""Inference: per-position predictions for a batch, and sampling for text models.
+"""Inference: per-position predictions for a batch, labels for a classifier's batch, and
+sampling for text models.
 
 A ``Predictor`` owns one model on one device, in eval mode, and is safe to reuse
 across calls; every call runs under ``torch.inference_mode``.
@@ -14,7 +15,7 @@ from torch import nn
 
 from app.ml.checkpoint import Checkpoint
 from app.ml.data import Task, pad
-from app.ml.errors import CheckpointError, ConfigurationError
+from app.ml.errors import CheckpointError, ConfigurationError, DataError
 from app.ml.model import ModelConfig, build_model
 from app.ml.vocab import Vocab
 
@@ -35,10 +36,27 @@ class TopK:
 
 
 @dataclass(frozen=True)
+class LabelScores:
+    """A classifier's answer for one sequence: its label, that label's probability, and
+    the k likeliest labels with theirs, likeliest first (empty when k is 0)."""
+
+    label: str
+    probability: float
+    top_labels: list[str]
+    top_probabilities: list[float]
+
+    def first(self, k: int) -> LabelScores:
+        return LabelScores(
+            self.label, self.probability, self.top_labels[:k], self.top_probabilities[:k]
+        )
+
+
+@dataclass(frozen=True)
 class Prediction:
-    output: str
+    output: str  # the output characters; a classifier's: the label
     probabilities: list[float] | None = None  # of the chosen character, per position
     top_k: TopK | None = None
+    label: LabelScores | None = None  # a classifier's, always
 
 
 def reported_values(inputs: Sequence[str], top_k: int, probabilities: bool) -> int:
@@ -83,18 +101,31 @@ class Predictor:
     def predict(
         self, texts: Sequence[str], *, top_k: int = 0, probabilities: bool = False
     ) -> list[Prediction]:
-        """The most likely output character at every position of every input.
+        """The most likely output character at every position of every input (for a
+        classifier: the most likely label of every input).
 
         Raises ``UnknownCharactersError`` naming every character outside the vocabulary.
         """
-        return self.predict_ids(
-            self.vocab.encode_inputs(texts), top_k=top_k, probabilities=probabilities
-        )
+        return self.predict_ids(self.check_inputs(texts), top_k=top_k, probabilities=probabilities)
+
+    def check_inputs(self, texts: Sequence[str], field: str = "inputs") -> list[list[int]]:
+        """``texts`` encoded, or the error that names what this model cannot read:
+        unknown characters, and for a classifier an empty input (no sequence to label)."""
+        if self.task == "classify":
+            for i, text in enumerate(texts):
+                if not text:
+                    raise DataError(
+                        f"{field}[{i}]",
+                        "is empty; a classifier labels a sequence of at least one character",
+                    )
+        return self.vocab.encode_inputs(texts, field=f"{field}[{{i}}]")
 
     def predict_ids(
         self, ids: Sequence[Sequence[int]], *, top_k: int = 0, probabilities: bool = False
     ) -> list[Prediction]:
         """``predict`` for inputs already encoded with ``vocab.encode_inputs``."""
+        if self.task == "classify":
+            return self.classify_ids(ids, top_k=top_k)
         nonempty = [i for i, row in enumerate(ids) if row]
         results = [
             Prediction("", [] if probabilities else None, TopK([], []) if top_k else None)
@@ -128,8 +159,33 @@ class Predictor:
             )
         return results
 
+    def classify_ids(self, ids: Sequence[Sequence[int]], *, top_k: int = 0) -> list[Prediction]:
+        """Each (non-empty) input's label, its probability and the ``top_k`` likeliest."""
+        if not ids:
+            return []
+        labels = self.vocab.labels or []
+        with torch.inference_mode():
+            probs = self._forward(ids, [len(row) for row in ids]).softmax(-1)  # (B, V_labels)
+            if not bool(probs.isfinite().all()):
+                raise CheckpointError(
+                    "the model's outputs are not finite numbers: its weights hold NaN or "
+                    "infinity; train it again or import a sound checkpoint"
+                )
+            top = probs.topk(max(min(top_k, probs.size(-1)), 1), dim=-1)
+            indices, values = top.indices.tolist(), top.values.tolist()
+        results = []
+        for row_indices, row_values in zip(indices, values, strict=True):
+            scores = LabelScores(
+                label=labels[row_indices[0]],
+                probability=row_values[0],
+                top_labels=[labels[j] for j in row_indices[:top_k]],
+                top_probabilities=row_values[:top_k],
+            )
+            results.append(Prediction(output=scores.label, label=scores))
+        return results
+
     def _top_k(self, top: torch.return_types.topk, row: int, length: int) -> TopK:
-        output = self.vocab.output
+        output = self.vocab.output_chars
         indices = top.indices[row, :length].tolist()
         characters = [[output[j] for j in position] for position in indices]
         return TopK(characters, top.values[row, :length].tolist())
@@ -139,6 +195,11 @@ class Predictor:
         self, prompt: str, length: int, *, temperature: float = 1.0, seed: int | None = None
     ) -> str:
         """Continue ``prompt`` by ``length`` characters (temperature 0: always the likeliest)."""
+        if self.task == "classify":
+            raise ConfigurationError(
+                "this model is a classifier, which labels whole sequences; generation "
+                "needs a model trained on text"
+            )
         if self.task != "text" or not self.vocab.is_shared:
             raise ConfigurationError(
                 "this model was trained on aligned pairs, which map inputs to outputs; "

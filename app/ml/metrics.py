@@ -10,6 +10,10 @@ class EpochMetrics(BaseModel):
 
     Every number is finite: a diverged epoch is never recorded (the trainer stops), and
     a checkpoint whose history says otherwise is refused.
+
+    A classifier (task classify) scores one label per sequence: its character and
+    sequence accuracies are both the share of sequences given the right label, its loss
+    the cross-entropy per sequence, and its sample prediction the sample's label.
     """
 
     model_config = ConfigDict(allow_inf_nan=False)

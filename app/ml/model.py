@@ -12,13 +12,19 @@ bidirectional encoder, whose backward pass would otherwise start in the padding)
 
 The first two variants are the tutorial's: their hidden state *is* the output, so
 their hidden size equals the output vocabulary size and inputs are one-hot.
+
+A classifier (``head="sequence"``) reads the whole sequence and scores its labels once:
+
+    ids (B, T) long  ->  logits (B, V_labels),  state
+
+It is the embedding variant's encoder with its head over the final hidden state.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,6 +60,23 @@ class ModelConfig(BaseModel):
     num_layers: int = Field(ge=1, le=8)
     bidirectional: bool
     dropout: float = Field(ge=0.0, le=0.9)
+    # absent from checkpoints written before classifiers, which score every position;
+    # written only for a classifier, so that the others' configs read as they did
+    head: Literal["position", "sequence"] = Field(
+        "position",
+        description="position: logits at every position (pairs, text); sequence: one set "
+        "of label logits per sequence, from the final hidden state (classify).",
+        exclude_if=lambda value: value == "position",
+    )
+
+    @model_validator(mode="after")
+    def _sequence_head_needs_an_encoder(self) -> Self:
+        if self.head == "sequence" and self.architecture != "embedding_rnn":
+            raise ValueError(
+                f"a classifier needs architecture 'embedding_rnn' (got {self.architecture!r}, "
+                "whose hidden state is a per-character output, not an encoding to classify)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_hot_has_no_embedding(self) -> Self:
@@ -80,12 +103,13 @@ class ModelConfig(BaseModel):
             architecture=hp.architecture,
             cell=hp.cell,
             input_size=len(vocab.input),
-            output_size=len(vocab.output),
+            output_size=vocab.output_size,
             embedding_size=hp.embedding_size,
-            hidden_size=hp.hidden_size or len(vocab.output),
+            hidden_size=hp.hidden_size or vocab.output_size,
             num_layers=hp.num_layers,
             bidirectional=hp.bidirectional,
             dropout=hp.dropout,
+            head="sequence" if vocab.labels is not None else "position",
         )
 
 
@@ -180,6 +204,44 @@ class EmbeddingRNN(nn.Module):
         return self.head(x), state  # (B, T, V_out)
 
 
+class SequenceClassifier(nn.Module):
+    """Embedding -> recurrent encoder -> Linear over the final hidden state: one set of
+    label logits per sequence (PyTorch's name-classification tutorial, batched).
+
+    Rows are packed, so each row's final state is taken at its own last character,
+    never in the padding: the forward direction's state after the last character, and
+    for a bidirectional encoder the backward direction's state after the first.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.input_size, config.embedding_width)
+        self.rnn = FUSED_LAYERS[config.cell](
+            input_size=config.embedding_width,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            bidirectional=config.bidirectional,
+            batch_first=True,
+        )
+        self.directions = 2 if config.bidirectional else 1
+        self.head = nn.Linear(config.hidden_size * self.directions, config.output_size)
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor | None = None, state: State = None
+    ) -> tuple[torch.Tensor, State]:
+        batch, width = ids.shape
+        if lengths is None:
+            lengths = torch.full((batch,), width, dtype=torch.long)
+        x = self.embedding(ids)  # (B, T, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed, state)
+        h = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c); h (L*D, B, H)
+        last_layer = h[-self.directions :]  # (D, B, H): forward end, and backward start
+        encoding = last_layer.transpose(0, 1).reshape(batch, -1)  # (B, D*H)
+        return self.head(encoding), state  # (B, V_labels)
+
+
 VARIANTS: dict[str, type[nn.Module]] = {
     "rnn_cell": RNNCellModel,
     "rnn": OneHotRNN,
@@ -189,6 +251,8 @@ VARIANTS: dict[str, type[nn.Module]] = {
 
 def build_model(config: ModelConfig) -> nn.Module:
     """A freshly initialised model; parameter creation draws from torch's global RNG."""
+    if config.head == "sequence":
+        return SequenceClassifier(config)
     return VARIANTS[config.architecture](config)
 
 
@@ -224,7 +288,7 @@ def expected_shapes(config: ModelConfig) -> dict[str, TensorSpec]:
         return recurrent_shapes(
             "rnn", config.cell, config.input_size, config.output_size, config.num_layers, 1
         )
-    directions = 2 if config.bidirectional else 1  # EmbeddingRNN
+    directions = 2 if config.bidirectional else 1  # EmbeddingRNN, SequenceClassifier alike
     return {
         "embedding.weight": ((config.input_size, config.embedding_width), torch.float32),
         **recurrent_shapes(

@@ -35,7 +35,11 @@ from app.ml.model import ModelConfig, build_model
 
 @dataclass
 class Tally:
-    """Running sums over an epoch, kept on the device so steps never wait for the host."""
+    """Running sums over an epoch, kept on the device so steps never wait for the host.
+
+    A classifier's batch has one target per sequence: its character accuracy, sequence
+    accuracy and label accuracy are one number, counted over sequences.
+    """
 
     loss: torch.Tensor
     weight: int = 0
@@ -43,22 +47,39 @@ class Tally:
     chars: int = 0
     correct_seqs: torch.Tensor | int = 0
     seqs: int = 0
+    scored_chars: int = 0  # what character accuracy divides by: characters, or labels
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, batch: Batch, weight: int) -> None:
+        if batch.targets.dim() == 1:  # (B,) labels against logits (B, V)
+            self.add_labels(loss, logits, batch, weight)
+            return
         mask = batch.targets != IGNORE_INDEX
         hits = (logits.argmax(-1) == batch.targets) & mask
         self.loss = self.loss + loss.detach() * weight
         self.weight += weight
         self.correct_chars = self.correct_chars + hits.sum()
         self.chars += int(batch.lengths.sum())
+        self.scored_chars += int(batch.lengths.sum())
         self.correct_seqs = self.correct_seqs + (hits | ~mask).all(dim=1).sum()
+        self.seqs += batch.inputs.size(0)
+
+    def add_labels(
+        self, loss: torch.Tensor, logits: torch.Tensor, batch: Batch, weight: int
+    ) -> None:
+        hits = (logits.argmax(-1) == batch.targets).sum()
+        self.loss = self.loss + loss.detach() * weight
+        self.weight += weight
+        self.correct_chars = self.correct_chars + hits
+        self.correct_seqs = self.correct_seqs + hits
+        self.chars += int(batch.lengths.sum())
+        self.scored_chars += batch.inputs.size(0)
         self.seqs += batch.inputs.size(0)
 
     def summary(self) -> tuple[float, float, float]:
         """(mean loss, character accuracy, sequence accuracy)."""
         return (
             float(self.loss) / max(self.weight, 1),
-            float(self.correct_chars) / max(self.chars, 1),
+            float(self.correct_chars) / max(self.scored_chars, 1),
             float(self.correct_seqs) / max(self.seqs, 1),
         )
 
@@ -71,8 +92,11 @@ def sequence_loss(
     The tutorial's ``rnn_cell`` adds one cross-entropy per time step
     (``loss += criterion(hidden, label)``); we keep that sum per sequence, in the same
     order, and average it over the batch. The fused variants use the tutorial's plain
-    ``CrossEntropyLoss`` over all characters.
+    ``CrossEntropyLoss`` over all characters. A classifier's logits (B, V) score one
+    label per sequence: cross-entropy averaged over the sequences.
     """
+    if targets.dim() == 1:
+        return nn.functional.cross_entropy(logits, targets), "sequences"
     if architecture == "rnn_cell":
         batch = logits.size(0)
         loss = torch.zeros((), device=logits.device)
@@ -256,12 +280,16 @@ def evaluate(session: TrainingSession, examples: Examples) -> Tally:
 
 @torch.inference_mode()
 def predict_sample(session: TrainingSession) -> tuple[str, str]:
-    """The first training example and what the model now makes of it."""
+    """The first training example and what the model now makes of it (for a classifier:
+    its label)."""
     text = session.train_examples.texts[0]
     length = len(text)
     ids = session.train_examples.inputs[:1, :length].to(session.device)
     session.model.eval()
     logits, _ = session.model(ids)
+    labels = session.dataset.vocab.labels
+    if labels is not None:  # logits (1, V_labels)
+        return text, labels[int(logits[0].argmax())]
     return text, session.dataset.vocab.decode_output(logits[0].argmax(-1).tolist())
 
 

@@ -170,4 +170,5 @@ def _trim(prediction: Prediction, pending: Pending) -> Prediction:
         top_k=prediction.top_k.first(pending.top_k)
         if pending.top_k and prediction.top_k is not None
         else None,
+        label=prediction.label.first(pending.top_k) if prediction.label is not None else None,
     )

@@ -168,7 +168,7 @@ class Serving:
         row = await self.version(model_name, version)
         self.check_cost("inputs", sum(map(len, inputs)), row)
         predictor = await self.predictor(model_name, row)
-        ids = predictor.vocab.encode_inputs(inputs)  # unknown characters fail this request only
+        ids = predictor.check_inputs(inputs)  # unknown characters fail this request only
         batcher = self.batcher(model_name, row, predictor)
         return row, await batcher.predict(ids, top_k=top_k, probabilities=probabilities)
 

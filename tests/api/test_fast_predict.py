@@ -78,6 +78,19 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
         "another scheme",
         {"json": {"model_name": "hello", "inputs": ["h"]}, "headers": {"Authorization": "Basic x"}},
     ),
+    ("a classifier's labels", {"json": {"model_name": "names", "inputs": ["Sato", "Rossi"]}}),
+    (
+        "a classifier's top k",
+        {
+            "json": {
+                "model_name": "names",
+                "inputs": ["Ivanov"],
+                "top_k": 5,
+                "return_probabilities": 1,
+            }
+        },
+    ),
+    ("an empty input to a classifier", {"json": {"model_name": "names", "inputs": ["Sato", ""]}}),
     (
         "a request id",
         {
@@ -92,10 +105,12 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
 def app(
     tmp_path_factory: pytest.TempPathFactory,
     hello_model: Checkpoint,
+    surnames_model: Checkpoint,
     publish_model: Callable[[Path, str, Checkpoint], int],
 ) -> Iterator[tuple[CharnnApp, TestClient]]:
     store = tmp_path_factory.mktemp("store")
     publish_model(store, "hello", hello_model)
+    publish_model(store, "names", surnames_model)
     settings = settings_on(
         store,
         api_keys=f"predict:{KEY},admin:{ADMIN_KEY}",  # type: ignore[arg-type]

@@ -225,7 +225,8 @@ def test_data_that_is_neither_pairs_nor_text(client: TestClient, hello: Body) ->
     assert errors(response) == [
         (
             ["body", "data"],
-            "data needs either 'pairs' (aligned pairs) or 'text' (plain text)",
+            "data needs either 'pairs' (aligned pairs with a target, or sequences with a "
+            "label) or 'text' (plain text)",
             "data_kind",
         )
     ]

@@ -31,11 +31,13 @@ SEMANTIC_REFUSALS: dict[str, frozenset[str]] = {
             "unknown_character",  # data outside the vocabulary given with it
             "limit_exceeded:CHARNN_MAX_TRAINING_COST",  # parameters x characters x epochs
             "limit_exceeded:CHARNN_MAX_TRAINING_CHARS",  # summed over every pair
+            "limit_exceeded:CHARNN_MAX_TRAINING_LABELS",  # distinct labels of labeled pairs
         }
     ),
     "POST /predict": frozenset(
         {
             "unknown_character",  # the model's vocabulary
+            "invalid_data",  # an empty input to a classifier, which labels sequences
             "limit_exceeded:CHARNN_MAX_PREDICT_VALUES",  # characters x (top_k + probabilities)
             "limit_exceeded:CHARNN_MAX_INFERENCE_COST",  # characters x the model's parameters
         }

@@ -463,6 +463,9 @@ function drawChart(history, epochs) {
 
 // --- models, versions, predict and generate -----------------------------------------------
 
+// version ("" for the latest) -> task: a classifier is asked for its top labels
+let versionTasks = new Map();
+
 async function loadModels(selectName, selectVersion) {
   const box = $("models-error");
   clearError(box);
@@ -504,7 +507,15 @@ async function loadVersions(selectVersion) {
   );
   if (versions.some((v) => v.version === selectVersion)) select.value = String(selectVersion);
   body.replaceChildren(...versions.map(versionRow));
+  versionTasks = new Map(versions.map((v) => [String(v.version), v.task]));
+  versionTasks.set("", latest ? versionTasks.get(String(latest)) : undefined);
   markSelectedVersion();
+}
+
+function vocabText(vocab) {
+  return vocab.labels
+    ? `${vocab.input.join("")} → ${vocab.labels.join(", ")}`
+    : `${vocab.input.join("")} → ${vocab.output.join("")}`;
 }
 
 function versionRow(v) {
@@ -521,7 +532,7 @@ function versionRow(v) {
     el("th", { scope: "row" }, String(v.version)),
     el("td", {}, v.task),
     el("td", {}, arch),
-    el("td", { class: "mono" }, `${v.vocab.input.join("")} → ${v.vocab.output.join("")}`),
+    el("td", { class: "mono" }, vocabText(v.vocab)),
     el("td", {}, fixed(metrics.loss)),
     el("td", {}, percent(metrics.train_char_accuracy)),
     el("td", {}, new Date(v.created_at).toLocaleString()),
@@ -548,8 +559,10 @@ async function predict(event) {
     .value.split("\n")
     .map((s) => s.replace(/\r$/, ""))
     .filter((s) => s.length);
+  const classify = versionTasks.get($("version-select").value) === "classify";
   try {
-    const answer = await api("POST", "/predict", { ...chosenModel(), inputs });
+    const body = { ...chosenModel(), inputs, ...(classify ? { top_k: 3 } : {}) };
+    const answer = await api("POST", "/predict", body);
     output.replaceChildren(
       ...answer.outputs.map((out, i) =>
         el(
@@ -558,6 +571,7 @@ async function predict(event) {
           el("code", {}, inputs[i]),
           el("span", { class: "arrow", "aria-label": "gives" }, "→"),
           el("output", {}, out),
+          ...(answer.labels ? [labelScores(answer.labels[i])] : []),
         ),
       ),
       el("li", { class: "version" }, `${answer.model_name}, version ${answer.version}`),
@@ -566,6 +580,13 @@ async function predict(event) {
     output.replaceChildren();
     showError(box, err, "Prediction refused");
   }
+}
+
+// a classifier's answer: its label's probability, then the top labels with theirs
+function labelScores(scores) {
+  const top = scores.top_k.map((t) => `${t.label} ${percent(t.probability)}`).join(", ");
+  const text = ` ${percent(scores.probability)}${top ? ` (top: ${top})` : ""}`;
+  return el("span", { class: "label-scores" }, text);
 }
 
 async function generate(event) {
