@@ -100,6 +100,17 @@ def score_positions(model: nn.Module, batch: Batch, totals: Totals) -> None:
 SCORERS: dict[str, Scorer] = {"pairs": score_positions, "text": score_positions}
 
 
+# Positions (rows x padded width) one batch holds: large batches score several times faster
+# than predict's small ones, and logits of 16,384 positions over the largest vocabulary
+# (1,024 characters) still take 64 MB.
+POSITIONS_PER_BATCH = 16_384
+
+
+def rows_per_batch(examples: Examples, positions: int = POSITIONS_PER_BATCH) -> int:
+    """As many rows as fit ``positions``, each padded to the longest of ``examples``."""
+    return max(1, positions // max(1, examples.inputs.size(1)))
+
+
 def loss_per(architecture: str) -> LossPer:
     """The tutorial's rnn_cell sums its loss over a sequence's steps (``sequence_loss``)."""
     return "sequences" if architecture == "rnn_cell" else "characters"
