@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="Comma-separated 'scope:key' pairs; scopes: admin (train, cancel, delete, "
-        "import, and all of predict) and predict (predict, generate, read). Empty: no keys.",
+        "import, and all of predict) and predict (predict, generate, evaluate, read). Empty: no "
+        "keys.",
     )
     allow_unauthenticated: bool = Field(
         False,

@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
 from app.jobs.spec import JobSpec, TextData, TrainingData
@@ -37,6 +38,11 @@ from app.store.tables import VersionRow
 Split = Literal["validation"]
 
 
+def no_default(schema: dict[str, Any]) -> None:
+    """A field that is absent, never null: the schema shows no null default."""
+    schema.pop("default", None)
+
+
 class EvaluateRequest(BaseModel):
     """What to score: inline ``data``, or the version's own held-out ``split``."""
 
@@ -51,13 +57,16 @@ class EvaluateRequest(BaseModel):
         },
     )
 
-    data: TrainingData | None = Field(
+    # absent, never null, in the schema: its oneOf tells the two sources apart
+    data: TrainingData | SkipJsonSchema[None] = Field(
         None,
+        json_schema_extra=no_default,
         description="Examples to score, as POST /train takes them: pairs for a version "
         "trained on pairs, text for one trained on text (scored in its seq_len windows).",
     )
-    split: Split | None = Field(
+    split: Split | SkipJsonSchema[None] = Field(
         None,
+        json_schema_extra=no_default,
         description="validation: the examples the version's training held out, rebuilt "
         "from its job's data, seed and validation_fraction (a version trained on inline "
         "data with validation_fraction > 0).",
