@@ -212,10 +212,10 @@ def test_the_hello_tutorial_scores_perfectly_on_its_training_data(jobs: Any) -> 
     assert got["char_accuracy"] == 1.0
     assert got["seq_accuracy"] == 1.0
     assert (got["characters"], got["sequences"]) == (5, 1)
-    # the last epoch's loss was measured before its own update: close, a little higher
-    last_loss = finished["hello"]["history"][-1]["loss"]
-    assert got["nll"] == pytest.approx(last_loss, rel=0.5)
-    assert got["nll"] <= last_loss
+    # the last epoch's loss was measured before that epoch's one update; the weights
+    # scored are after it, which improves the loss about as much as the update before did
+    before, last = (epoch["loss"] for epoch in finished["hello"]["history"][-2:])
+    assert last - 2 * (before - last) < got["nll"] < last
 
 
 def test_a_version_trained_on_all_its_data_has_no_held_out_split(jobs: Any) -> None:
