@@ -20,7 +20,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
@@ -72,10 +79,18 @@ class EvaluateRequest(BaseModel):
         "data with validation_fraction > 0).",
     )
 
+    @field_validator("data", "split", mode="before")
+    @classmethod
+    def _absent_not_null(cls, value: Any) -> Any:
+        """Left out, never null: defaults are not validated, so only a null sent is refused."""
+        if value is None:
+            raise ValueError("may be left out but not null")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         if (self.data is None) == (self.split is None):
-            raise ValueError("give either data (examples to score) or split, not both")
+            raise ValueError("give exactly one of data (examples to score) or split (held out)")
         return self
 
 

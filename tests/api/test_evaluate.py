@@ -250,8 +250,8 @@ def test_data_of_the_other_task_is_refused(jobs: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        ({}, "give either data"),
-        ({"data": {"text": "ab"}, "split": "validation"}, "give either data"),
+        ({}, "give exactly one of data"),
+        ({"data": {"text": "ab"}, "split": "validation"}, "give exactly one of data"),
         ({"split": "training"}, "Input should be 'validation'"),
         ({"data": {"text": "a"}}, "at least 2 characters"),
     ],

@@ -53,5 +53,10 @@ def test_inline_data_is_counted_as_it_will_run() -> None:
     "body", [{}, {"split": "validation", "data": {"text": "ab"}}], ids=["neither", "both"]
 )
 def test_a_request_names_one_source(body: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="give either data"):
+    with pytest.raises(ValueError, match="give exactly one of data"):
         EvaluateRequest.model_validate(body)
+
+
+def test_a_source_may_be_left_out_but_not_null() -> None:
+    with pytest.raises(ValueError, match="may be left out but not null"):
+        EvaluateRequest.model_validate({"data": {"text": "ab"}, "split": None})
