@@ -183,6 +183,8 @@ async def evaluate_version(
     (never the data), and costs what predicting the same characters costs.
     """
     services.limiter.check(caller)
-    with services.evaluations.slot():  # taken on the event loop: 429 at once when busy
+    # the slot is taken on the event loop (429 at once when busy) and held until the thread
+    # is done, shielded: a client gone away cannot stop the scoring, nor free its slot early
+    with services.evaluations.slot(), anyio.CancelScope(shield=True):
         evaluation = await run_in_threadpool(services.evaluator.evaluate, name, version, request)
     return evaluation_public(evaluation)
