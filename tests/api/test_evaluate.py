@@ -291,6 +291,24 @@ def test_an_imported_version_has_no_held_out_split(
     assert ok.status_code == 200, ok.text
 
 
+def test_a_held_out_split_past_the_limit_is_refused_before_it_is_rebuilt(
+    start_server: StartServer,
+) -> None:
+    server = start_server(max_evaluate_characters=50)
+    body = {**TEXT_JOB, "data": {"text": long_text(400)}}
+    body["hyperparameters"] = {**TEXT_JOB["hyperparameters"], "epochs": 1, "seq_len": 20}
+    trained(server, body)
+
+    answer = evaluate(server.http, "words", 1, {"split": "validation"})
+
+    assert answer.status_code == 422
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["body", "split"]
+    # 20 windows of 20 characters, a fifth held out
+    assert "80 characters to score, at most 50" in error["msg"]
+    assert "CHARNN_MAX_EVALUATE_CHARACTERS" in error["msg"]
+
+
 def test_evaluations_at_once_are_bounded(serve_models: ServeModels, fox_model: Checkpoint) -> None:
     """One at a time (CHARNN_MAX_CONCURRENT_EVALUATIONS=1): of two long ones sent together,
     one scores and the other gets 429 at once; the service answers other requests all
