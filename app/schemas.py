@@ -236,9 +236,12 @@ class EvaluationPublic(BaseModel):
     seq_accuracy: float | None = Field(
         ge=0,
         le=1,
-        description="pairs: sequences predicted whole, every character right; text: null.",
+        description="pairs: sequences predicted whole, every character right; classify: "
+        "sequences given their label; text: null.",
     )
-    characters: int = Field(ge=0, description="Characters (positions) scored.")
+    characters: int = Field(
+        ge=0, description="Positions scored: characters (classify: one label per sequence)."
+    )
     sequences: int = Field(ge=0, description="Sequences scored: pairs, or text windows.")
     loss: float = Field(
         ge=0,
@@ -263,7 +266,7 @@ def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:
         nll=score.nll,
         bits_per_character=score.bits_per_character,
         char_accuracy=score.char_accuracy,
-        seq_accuracy=score.seq_accuracy if score.task == "pairs" else None,
+        seq_accuracy=score.seq_accuracy if score.task != "text" else None,
         characters=score.totals.targets,
         sequences=score.totals.sequences,
         loss=score.loss,

@@ -11,9 +11,10 @@ builds, so the held-out split scored here gives the ``val_loss`` its training re
 Log-probabilities are summed in float64: float32 sums lose digits after some millions
 of characters, and the mean of a long corpus must be the same number offline.
 
-Each task has its own scorer (``SCORERS``), which adds one batch into the ``Totals``;
-a task whose targets are not per position (sequence classification: targets (N,), one
-label per row) adds a scorer of its own that counts each sequence as one target.
+Each task has its own scorer (``SCORERS``), which adds one batch into the ``Totals``.
+Sequence classification's targets are not per position (targets (N,), one label per
+row, logits (N, V_labels)): its scorer counts each sequence as one target, so its
+``nll`` and ``char_accuracy`` are per sequence (per label).
 """
 
 from __future__ import annotations
@@ -96,8 +97,23 @@ def score_positions(model: nn.Module, batch: Batch, totals: Totals) -> None:
     totals.correct_sequences += int((hits | ~mask).all(dim=1).sum())
 
 
-# one scorer per task; "classify" (targets (N,)) slots in here
-SCORERS: dict[str, Scorer] = {"pairs": score_positions, "text": score_positions}
+def score_labels(model: nn.Module, batch: Batch, totals: Totals) -> None:
+    """Sequence classification: one label per row, targets (B,), logits (B, V_labels)."""
+    logits, _ = model(batch.inputs, batch.lengths)  # (B, V_labels)
+    nll = nn.functional.cross_entropy(logits, batch.targets, reduction="none")  # (B,)
+    hits = int((logits.argmax(-1) == batch.targets).sum())
+    totals.nll += float(nll.double().sum())
+    totals.targets += batch.inputs.size(0)
+    totals.correct_targets += hits
+    totals.sequences += batch.inputs.size(0)
+    totals.correct_sequences += hits
+
+
+SCORERS: dict[str, Scorer] = {
+    "pairs": score_positions,
+    "text": score_positions,
+    "classify": score_labels,
+}
 
 
 # Positions (rows x padded width) one batch holds: large batches score several times faster
@@ -111,9 +127,10 @@ def rows_per_batch(examples: Examples, positions: int = POSITIONS_PER_BATCH) -> 
     return max(1, positions // max(1, examples.inputs.size(1)))
 
 
-def loss_per(architecture: str) -> LossPer:
-    """The tutorial's rnn_cell sums its loss over a sequence's steps (``sequence_loss``)."""
-    return "sequences" if architecture == "rnn_cell" else "characters"
+def loss_per(task: str, architecture: str) -> LossPer:
+    """The tutorial's rnn_cell sums its loss over a sequence's steps (``sequence_loss``);
+    a classifier has one target per sequence."""
+    return "sequences" if task == "classify" or architecture == "rnn_cell" else "characters"
 
 
 @torch.inference_mode()
@@ -136,4 +153,4 @@ def evaluate(
     order = torch.arange(len(examples))
     for batch in batches(examples, order, batch_size):
         scorer(model, batch.to(device), totals)
-    return Score(task, loss_per(architecture), totals)
+    return Score(task, loss_per(task, architecture), totals)

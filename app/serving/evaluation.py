@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
-from app.jobs.spec import JobSpec, TextData, TrainingData
+from app.jobs.spec import JobSpec, PairsData, TextData, TrainingData
 from app.ml.data import Examples, pairs_dataset, split, text_dataset
 from app.ml.errors import CheckpointError, ConfigurationError
 from app.ml.evaluate import SCORERS, Score, evaluate, rows_per_batch
@@ -227,14 +227,34 @@ def held_out_characters(data: TrainingData, hp: Hyperparameters) -> int:
     return int(hp.validation_fraction * len(data.pairs)) * longest
 
 
+# what to send a version of each task
+WANTED = {
+    "text": "data.text",
+    "pairs": "data.pairs with a target each",
+    "classify": "data.pairs with a label each",
+}
+
+
+def data_task(data: TrainingData) -> str:
+    """The task that data of this kind trains."""
+    if isinstance(data, TextData):
+        return "text"
+    if isinstance(data, PairsData):
+        return "pairs"
+    return "classify"  # pairs with a label each
+
+
 def encode(data: TrainingData, predictor: Predictor, hp: Hyperparameters, field: str) -> Examples:
     """``data`` in the version's vocabulary, as its training encoded them."""
-    if isinstance(data, TextData) != (predictor.task == "text"):
-        wanted = "text" if predictor.task == "text" else "pairs"
+    if data_task(data) != predictor.task:
+        wanted = WANTED.get(predictor.task, "data")
         raise InvalidRequestError(
-            field, f"the version was trained on {predictor.task}: send data.{wanted}"
+            field, f"the version was trained on {predictor.task} data: send {wanted}"
         )
     if isinstance(data, TextData):
         return text_dataset(data.text, hp.seq_len, predictor.vocab).examples
-    pairs = [(p["input"], p["target"]) for p in data.pairs]
-    return pairs_dataset(pairs, predictor.vocab).examples
+    if isinstance(data, PairsData):
+        pairs = [(p["input"], p["target"]) for p in data.pairs]
+        return pairs_dataset(pairs, predictor.vocab).examples
+    # labeled pairs: their examples (classify_dataset) join here
+    raise ConfigurationError("labeled pairs cannot be evaluated yet")

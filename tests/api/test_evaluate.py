@@ -244,7 +244,7 @@ def test_data_of_the_other_task_is_refused(jobs: Any) -> None:
     assert answer.status_code == 422
     (error,) = answer.json()["detail"]
     assert error["loc"] == ["body", "data"]
-    assert "trained on text: send data.text" in error["msg"]
+    assert "trained on text data: send data.text" in error["msg"]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.nn import functional
 
-from app.ml.data import IGNORE_INDEX, batches, pairs_dataset, split, text_dataset
-from app.ml.evaluate import Totals, evaluate, score_positions
+from app.ml.data import IGNORE_INDEX, Batch, batches, pairs_dataset, split, text_dataset
+from app.ml.evaluate import SCORERS, Totals, evaluate, loss_per, score_positions
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.model import ModelConfig, build_model
 from app.ml.train import TrainingSession, train
@@ -126,5 +126,42 @@ def test_sums_stay_exact_in_float64_over_many_characters() -> None:
 
 def test_an_unknown_task_is_refused() -> None:
     session = trained(Hyperparameters(architecture="embedding_rnn", epochs=1, seed=0), None)
-    with pytest.raises(ValueError, match="no scorer for task 'classify'"):
-        evaluate(session.model, "classify", "embedding_rnn", session.train_examples, batch_size=4)
+    with pytest.raises(ValueError, match="no scorer for task 'tagging'"):
+        evaluate(session.model, "tagging", "embedding_rnn", session.train_examples, batch_size=4)
+
+
+class LastStateClassifier(torch.nn.Module):
+    """A classifier's shape, in plain PyTorch: ids (B, T) -> label logits (B, V_labels)."""
+
+    def __init__(self, characters: int, labels: int) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(characters, 6)
+        self.rnn = torch.nn.GRU(6, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, labels)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out, _ = self.rnn(self.embedding(ids))  # (B, T, H)
+        last = out[torch.arange(ids.size(0)), lengths - 1]  # (B, H): each row's own end
+        return self.head(last), None
+
+
+def test_a_classifier_is_scored_once_per_sequence() -> None:
+    torch.manual_seed(0)
+    model = LastStateClassifier(characters=4, labels=3).eval()
+    inputs = torch.tensor([[0, 1, 2], [3, 2, 0], [1, 0, 0]])
+    lengths = torch.tensor([3, 2, 1])
+    labels = torch.tensor([2, 0, 1])  # (N,): one label per sequence
+    batch = Batch(inputs, labels, lengths)
+    with torch.inference_mode():
+        logits, _ = model(inputs, lengths)
+    totals = Totals()
+
+    with torch.inference_mode():
+        SCORERS["classify"](model, batch, totals)
+
+    expected = functional.cross_entropy(logits, labels, reduction="sum")
+    right = int((logits.argmax(-1) == labels).sum())
+    assert totals.nll == pytest.approx(float(expected), abs=1e-6)
+    assert (totals.targets, totals.sequences) == (3, 3)
+    assert totals.correct_targets == totals.correct_sequences == right
+    assert loss_per("classify", "embedding_rnn") == "sequences"
