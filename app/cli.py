@@ -630,6 +630,78 @@ def predict_lines(answer: dict[str, Any]) -> list[str]:
     return lines
 
 
+def model_and_version(given: str) -> tuple[str, int | None]:
+    """``MODEL`` or ``MODEL:VERSION`` -> (model, version or None for the latest)."""
+    name, colon, version = given.partition(":")
+    if not colon:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        complain("error:", f"{given!r}: the version after ':' must be a number from 1")
+        raise typer.Exit(EXIT_REFUSED)
+    return name, int(version)
+
+
+def evaluation_source(text: Path | None, data: Path | None, split: str | None) -> dict[str, Any]:
+    """The body of an evaluate request from the one option given."""
+    if [text, data, split].count(None) != 2:
+        complain("error:", "give one of --text FILE, --data FILE or --split validation")
+        raise typer.Exit(EXIT_REFUSED)
+    try:
+        if text is not None:
+            return {"data": read_training_data(text, text=True)}
+        if data is not None:
+            return {"data": read_training_data(data)}
+    except (DataFileError, UnicodeDecodeError) as exc:
+        complain("error:", str(exc))
+        raise typer.Exit(EXIT_REFUSED) from exc
+    return {"split": split}
+
+
+@cli.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="MODEL or MODEL:VERSION (default: the latest).")],
+    text: Annotated[
+        Path | None, typer.Option("--text", help="Score this plain-text file.", exists=True)
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Score this data file (CSV, TSV, JSONL pairs or text).", exists=True
+        ),
+    ] = None,
+    split: Annotated[
+        Literal["validation"] | None,
+        typer.Option("--split", help="Score the version's own held-out split."),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Score a version: NLL, bits per character and accuracy on a file or its held-out split."""
+    name, version = model_and_version(model)
+    body = evaluation_source(text, data, split)
+    with connected(url, api_key) as client:
+        if version is None:
+            versions = [v["version"] for v in client.model(name)["versions"]]
+            if not versions:
+                complain("error:", f"model {name!r} has no versions yet")
+                raise typer.Exit(EXIT_REFUSED)
+            version = max(versions)
+        answer = client.evaluate(name, version, body)
+    if as_json:
+        emit_json(answer)
+        return
+    emit(
+        f"{name} version {answer['version']} on {answer['source']}: "
+        f"{answer['characters']} characters in {answer['sequences']} sequences"
+    )
+    emit(f"nll {answer['nll']:.4f} nats/char  {answer['bits_per_character']:.4f} bits/char")
+    accuracy = f"character accuracy {answer['char_accuracy']:.2%}"
+    if answer["seq_accuracy"] is not None:
+        accuracy += f"  sequence accuracy {answer['seq_accuracy']:.2%}"
+    emit(accuracy)
+
+
 @cli.command()
 def generate(
     model_name: str,

@@ -169,6 +169,10 @@ class Client:
             files = {"checkpoint": meta, "weights": tensors}
             return self.request("POST", f"/models/{name}/versions", files=files)  # type: ignore[no-any-return]
 
+    def evaluate(self, name: str, version: int, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"/models/{name}/versions/{version}/evaluate"
+        return self.request("POST", path, json=body)  # type: ignore[no-any-return]
+
     def predict(self, model_name: str, inputs: list[str], **options: Any) -> dict[str, Any]:
         body = {"model_name": model_name, "inputs": inputs, **options}
         body = {k: v for k, v in body.items() if v is not None}

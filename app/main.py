@@ -34,6 +34,7 @@ from app.jobs.runner import make_runner
 from app.logs import configure_logging
 from app.ml.device import limit_threads, resolve_device
 from app.serving.cache import ModelCache
+from app.serving.evaluation import Evaluator
 from app.serving.service import Serving
 from app.settings import Settings, get_settings
 from app.startup import wait_for_dependencies
@@ -61,6 +62,12 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         limiter=RateLimiter(settings.predict_rate_per_key),
         imports=ConcurrencyLimit(
             settings.max_concurrent_imports, "imports", "CHARNN_MAX_CONCURRENT_IMPORTS"
+        ),
+        evaluator=Evaluator(settings, registry, cache),
+        evaluations=ConcurrencyLimit(
+            settings.max_concurrent_evaluations,
+            "evaluations",
+            "CHARNN_MAX_CONCURRENT_EVALUATIONS",
         ),
         events=JobEvents(registry, settings.event_poll_seconds, settings.max_event_streams),
     )

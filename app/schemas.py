@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import to_json
@@ -21,6 +21,7 @@ from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integra
 from app.ml.metrics import EpochMetrics
 from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
+from app.serving.evaluation import Evaluation
 from app.store.registry import RecentEpoch
 from app.store.tables import EpochRow, JobRow, JobStatus, ModelRow, VersionRow, utcnow
 
@@ -239,6 +240,73 @@ class GenerateResponse(BaseModel):
     model_name: str
     version: int
     text: str
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+
+class EvaluationPublic(BaseModel):
+    """How well a version did on the examples scored; each mean says what it averages over."""
+
+    model_name: str
+    version: int
+    task: str = Field(description="pairs (transduction) or text (next character).")
+    source: Literal["data", "validation"] = Field(
+        description="data: the request's examples; validation: the version's held-out split."
+    )
+    seq_len: int | None = Field(
+        description="text: the length of the windows scored (the version's seq_len, each "
+        "window's first character predicted from a fresh state, as in training); pairs: null."
+    )
+    nll: float = Field(
+        ge=0,
+        description="Mean negative log-likelihood of the target characters, in nats per "
+        "character scored (padding never counts).",
+    )
+    bits_per_character: float = Field(ge=0, description="nll / ln 2.")
+    char_accuracy: float = Field(
+        ge=0, le=1, description="Characters whose likeliest prediction is the target."
+    )
+    seq_accuracy: float | None = Field(
+        ge=0,
+        le=1,
+        description="pairs: sequences predicted whole, every character right; classify: "
+        "sequences given their label; text: null.",
+    )
+    characters: int = Field(
+        ge=0, description="Positions scored: characters (classify: one label per sequence)."
+    )
+    sequences: int = Field(ge=0, description="Sequences scored: pairs, or text windows.")
+    loss: float = Field(
+        ge=0,
+        description="The training loss on these examples, comparable with the val_loss "
+        "recorded in training: nll, except for rnn_cell, whose loss is the NLL summed over "
+        "each sequence and averaged over sequences (see loss_per).",
+    )
+    loss_per: Literal["characters", "sequences"] = Field(
+        description="What loss averages over: characters, or sequences (rnn_cell)."
+    )
+    seconds: float = Field(ge=0, description="Time spent encoding and scoring.")
+
+
+def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:
+    score = evaluation.score
+    return EvaluationPublic(
+        model_name=evaluation.model_name,
+        version=evaluation.version,
+        task=score.task,
+        source=evaluation.source,
+        seq_len=evaluation.seq_len,
+        nll=score.nll,
+        bits_per_character=score.bits_per_character,
+        char_accuracy=score.char_accuracy,
+        seq_accuracy=score.seq_accuracy if score.task != "text" else None,
+        characters=score.totals.targets,
+        sequences=score.totals.sequences,
+        loss=score.loss,
+        loss_per=score.loss_per,
+        seconds=evaluation.seconds,
+    )
 
 
 # --- operations ---------------------------------------------------------------------------

@@ -150,6 +150,19 @@ class Settings(BaseSettings):
     max_concurrent_imports: int = Field(
         2, ge=1, le=1024, description="Checkpoint imports received at once; more get 429."
     )
+    max_evaluate_characters: int = Field(
+        2_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Characters one evaluate call may score (pairs counted padded to the "
+        "longest, a held-out split as the characters it holds); checked before any work.",
+    )
+    max_concurrent_evaluations: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Evaluate calls scoring at once (each in a worker thread); more get 429.",
+    )
     batch_max_size: int = Field(
         64, ge=1, le=4096, description="Sequences one batched forward pass may hold."
     )
@@ -169,7 +182,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="Comma-separated 'scope:key' pairs; scopes: admin (train, cancel, delete, "
-        "import, and all of predict) and predict (predict, generate, read). Empty: no keys.",
+        "import, and all of predict) and predict (predict, generate, evaluate, read). Empty: no "
+        "keys.",
     )
     allow_unauthenticated: bool = Field(
         False,

@@ -430,3 +430,37 @@ def test_version_completion_and_every_hyperparameter(tmp_path: Path) -> None:
     assert "complete" in completion.stdout
     assert "--install-completion" in help_text.stdout
     assert set(Hyperparameters.model_fields) <= options
+
+
+def test_evaluate_a_version_on_a_file_or_its_held_out_split(
+    server: LiveServer, tmp_path: Path, wait_for_job: Callable[..., dict[str, Any]]
+) -> None:
+    text = long_text(2000)
+    body = {
+        "model_name": "words",
+        "data": {"text": text},
+        "hyperparameters": {"hidden_size": 16, "epochs": 2, "seq_len": 50, "seed": 0},
+    }
+    job = server.http.post("/train", json=body).json()
+    assert wait_for_job(server.http, job["id"], timeout=120)["status"] == "succeeded"
+    (tmp_path / "sample.txt").write_text(text[:500])
+
+    on_file = charnn(server, "evaluate", "words", "--text", "sample.txt", cwd=tmp_path)
+    held_out = charnn(
+        server, "evaluate", "words:1", "--split", "validation", "--json", cwd=tmp_path
+    )
+    no_source = charnn(server, "evaluate", "words", cwd=tmp_path)
+    no_version = charnn(server, "evaluate", "words:2", "--split", "validation", cwd=tmp_path)
+
+    assert on_file.returncode == 0, on_file.stderr
+    lines = on_file.stdout.splitlines()
+    assert lines[0] == "words version 1 on data: 499 characters in 10 sequences"
+    assert re.fullmatch(r"nll \d+\.\d{4} nats/char  \d+\.\d{4} bits/char", lines[1])
+    assert lines[2].startswith("character accuracy ")
+    assert held_out.returncode == 0, held_out.stderr
+    answer = json.loads(held_out.stdout)
+    assert (answer["source"], answer["sequences"]) == ("validation", 4)  # 10% of 40 windows
+    assert no_source.returncode == 2
+    assert "give one of --text FILE, --data FILE or --split validation" in no_source.stderr
+    assert no_version.returncode == 2
+    assert "has no version 2" in no_version.stderr

@@ -34,6 +34,7 @@ def test_the_curl_examples_work_against_a_live_server(
     assert run.returncode == 0, run.stderr + run.stdout
     assert '"outputs":["ohlol"]' in run.stdout
     assert '"outputs":["ohlol","ohlo"]' in run.stdout  # the top-k example
+    assert '"char_accuracy":1.0,"seq_accuracy":1.0,"characters":5' in run.stdout  # evaluate
     assert '"text":"the quick brown fox' in run.stdout
     assert '"outputs":["Japanese","Italian"],"details":null,"labels":[{"label":"Japanese"' in (
         run.stdout

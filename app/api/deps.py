@@ -12,6 +12,7 @@ from app.api.limits import ConcurrencyLimit, RateLimiter
 from app.api.observability import Metrics
 from app.jobs.runner import JobRunner
 from app.serving.cache import ModelCache
+from app.serving.evaluation import Evaluator
 from app.serving.service import Serving
 from app.settings import Settings
 from app.store.layout import StoreLayout
@@ -31,6 +32,8 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     imports: ConcurrencyLimit
+    evaluator: Evaluator
+    evaluations: ConcurrencyLimit
     events: JobEvents
 
 

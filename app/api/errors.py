@@ -115,9 +115,10 @@ def _bytes_as_text(value: bytes) -> str:
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
-    # training data errors name fields relative to ``data`` (the vocabulary sits beside it)
-    on_train = request.url.path.rstrip("/").endswith("/train")
-    data_prefix = "data." if on_train else ""
+    # training data errors name fields relative to ``data`` (the vocabulary sits beside it);
+    # evaluate takes its data in the same shape
+    takes_data = request.url.path.rstrip("/").endswith(("/train", "/evaluate"))
+    data_prefix = "data." if takes_data else ""
     match exc:
         case UnknownCharactersError():
             return unknown_characters(exc, data_prefix)
@@ -219,11 +220,12 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Missing or invalid API key",
     403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
     404: "No such model, version or job",
-    409: "The model is being trained, or the job has ended",
+    409: "The model is being trained, the job has ended, or a version has no held-out split",
     413: "Body larger than CHARNN_MAX_BODY_BYTES; an imported file larger than "
     "CHARNN_MAX_IMPORT_BYTES (weights) or CHARNN_MAX_IMPORT_META_BYTES (checkpoint.json)",
     415: "The body is not of a media type this operation reads",
-    429: "Too many requests (a full queue, concurrent imports, the per-key rate); see Retry-After",
+    429: "Too many requests (a full queue, concurrent imports or evaluations, the per-key "
+    "rate); see Retry-After",
     503: "Registry unreachable, or the service cannot run this now",
     507: "The store cannot be written (disk full, over quota, read-only); nothing was kept",
 }

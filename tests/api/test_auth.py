@@ -1,7 +1,7 @@
 """API keys and scopes: who may do what.
 
-With ``CHARNN_API_KEYS`` set, a ``predict`` key predicts, generates and reads; an ``admin``
-key may also train, cancel, delete and import. Health, docs and the playground stay open.
+With ``CHARNN_API_KEYS`` set, a ``predict`` key predicts, generates, evaluates and reads; an
+``admin`` key may also train, cancel, delete and import. Health, docs and the playground stay open.
 Without keys, only clients on loopback are served (unless explicitly allowed).
 """
 
@@ -39,10 +39,15 @@ def keyed(
 
 
 PREDICT = ("POST", "/predict", {"model_name": "hello", "inputs": ["hello"]})
+EVALUATE = (
+    "POST",
+    "/models/hello/versions/1/evaluate",
+    {"data": {"pairs": [{"input": "hello", "target": "ohlol"}]}},
+)
 READS = [("GET", "/models", None), ("GET", "/jobs", None), ("GET", "/models/hello", None)]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [PREDICT, *READS])
+@pytest.mark.parametrize(("method", "path", "body"), [PREDICT, EVALUATE, *READS])
 def test_reading_and_predicting_need_a_key(
     keyed: TestClient, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
@@ -53,7 +58,7 @@ def test_reading_and_predicting_need_a_key(
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [PREDICT, *READS])
+@pytest.mark.parametrize(("method", "path", "body"), [PREDICT, EVALUATE, *READS])
 def test_a_predict_key_predicts_and_reads(
     keyed: TestClient, method: str, path: str, body: dict[str, Any] | None
 ) -> None:

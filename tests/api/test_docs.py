@@ -70,11 +70,16 @@ def test_swagger_ui_gets_the_schema_and_its_oauth2_redirect_from_the_app(
 def test_every_json_request_body_has_an_example(openapi: dict[str, Any]) -> None:
     examples = json_examples(openapi)
 
-    assert set(examples) == {"POST /train", "POST /predict", "POST /generate"}
+    assert set(examples) == {
+        "POST /train",
+        "POST /predict",
+        "POST /generate",
+        "POST /models/{name}/versions/{version}/evaluate",
+    }
     assert all(examples.values()), examples
 
 
-def test_the_train_and_predict_examples_work_as_they_are(
+def test_the_train_predict_and_evaluate_examples_work_as_they_are(
     client: TestClient, openapi: dict[str, Any], wait_for_job: Callable[..., dict[str, Any]]
 ) -> None:
     examples = json_examples(openapi)
@@ -86,6 +91,10 @@ def test_the_train_and_predict_examples_work_as_they_are(
     response = client.post("/predict", json=examples["POST /predict"][0])
     assert response.status_code == 200
     assert response.json()["outputs"] == ["ohlol"]
+    evaluate = examples["POST /models/{name}/versions/{version}/evaluate"][0]
+    response = client.post("/models/hello/versions/1/evaluate", json=evaluate)
+    assert response.status_code == 200
+    assert response.json()["char_accuracy"] == 1.0
 
 
 def test_the_generate_example_works_on_a_text_model(

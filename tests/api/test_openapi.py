@@ -163,6 +163,7 @@ OPERATION_IDS = {
     ("get", "/models/{name}/versions/{version}"): "get_version",
     ("delete", "/models/{name}/versions/{version}"): "delete_version",
     ("get", "/models/{name}/versions/{version}/files/{filename}"): "download_file",
+    ("post", "/models/{name}/versions/{version}/evaluate"): "evaluate_version",
     ("get", "/healthz"): "healthz",
     ("get", "/readyz"): "readyz",
     ("get", "/metrics"): "metrics",

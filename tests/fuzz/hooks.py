@@ -7,7 +7,7 @@ a training job's total cost and total characters stay under their limits, genera
 needs a model trained on text, an imported checkpoint's files are a checkpoint. charnn
 refuses a request that breaks one with a 422 whose ``type`` names the rule.
 
-The configuration lets ``positive_data_acceptance`` take a 422 from the five operations
+The configuration lets ``positive_data_acceptance`` take a 422 from the six operations
 that have such rules, and only those; ``semantic_refusals_only`` then fails any of those
 422s (to a schema-valid request) that refuses anything else. So a 422 for a reason
 the schema could have stated, e.g. a pydantic error, still fails the run. (One more
@@ -47,6 +47,14 @@ SEMANTIC_REFUSALS: dict[str, frozenset[str]] = {
             "unknown_character",
             "message",  # trained on pairs
             "limit_exceeded:CHARNN_MAX_INFERENCE_COST",  # (prompt + length) x parameters
+        }
+    ),
+    "POST /models/{name}/versions/{version}/evaluate": frozenset(
+        {
+            "unknown_character",  # the model's vocabulary
+            "invalid_data",  # misaligned pairs
+            "invalid_request",  # data of the other task (pairs for a text model)
+            "limit_exceeded:CHARNN_MAX_EVALUATE_CHARACTERS",  # pairs counted padded
         }
     ),
     "GET /jobs": frozenset({"invalid_request"}),  # history=true with a limit over 10

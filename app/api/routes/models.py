@@ -1,4 +1,4 @@
-"""Models and their versions: list, read, delete."""
+"""Models and their versions: list, read, delete, download, import, evaluate."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from typing import Annotated, BinaryIO, Literal
 
 import anyio
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Depends, Path, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import AdminAccess, ReadAccess
+from app.api.auth import AdminAccess, Caller, ReadAccess
+from app.api.bodies import JsonBody, documented
 from app.api.deps import ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
 from app.api.uploads import multipart_body, receive_parts
@@ -21,13 +22,16 @@ from app.ml.checkpoint import META_FILE, WEIGHTS_FILE
 from app.ml.errors import CheckpointError
 from app.schemas import (
     VERSION_MAX,
+    EvaluationPublic,
     ModelPublic,
     ModelSummary,
     VersionPublic,
+    evaluation_public,
     model_public,
     model_summary,
     version_public,
 )
+from app.serving.evaluation import EvaluateRequest
 from app.store.imports import ImportUpload
 
 router = APIRouter(
@@ -158,3 +162,29 @@ async def import_version(name: NamePath, request: Request, services: ServicesDep
             with anyio.CancelScope(shield=True):  # a client gone away leaves no files either
                 await run_in_threadpool(upload.discard)
     return version_public(name, row)
+
+
+@router.post(
+    "/{name}/versions/{version}/evaluate",
+    response_model=EvaluationPublic,
+    openapi_extra=documented(EvaluateRequest),
+    responses=error_responses(404, 409, 429),
+)
+async def evaluate_version(
+    name: NamePath,
+    version: VersionPath,
+    request: Annotated[EvaluateRequest, Depends(JsonBody(EvaluateRequest))],
+    services: ServicesDep,
+    caller: Caller,
+) -> EvaluationPublic:
+    """Score a version on data, or on its held-out split: NLL, bits per character, accuracy.
+
+    Needs the predict scope, as predict does: it reads the version and answers numbers only
+    (never the data), and costs what predicting the same characters costs.
+    """
+    services.limiter.check(caller)
+    # the slot is taken on the event loop (429 at once when busy) and held until the thread
+    # is done, shielded: a client gone away cannot stop the scoring, nor free its slot early
+    with services.evaluations.slot(), anyio.CancelScope(shield=True):
+        evaluation = await run_in_threadpool(services.evaluator.evaluate, name, version, request)
+    return evaluation_public(evaluation)
