@@ -23,7 +23,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from app.ml.data import Dataset, classify_dataset, pairs_dataset, text_dataset
+from app.ml.data import Dataset, Task, classify_dataset, pairs_dataset, text_dataset
 from app.ml.hyperparameters import ONE_HOT_ARCHITECTURES, Hyperparameters, text_defaults
 from app.ml.vocab import MAX_LABEL_LENGTH, Label, Vocab
 from app.store.layout import MODEL_NAME_PATTERN
@@ -281,10 +281,23 @@ class JobSpec(BaseModel):
         return sum(len(p["input"]) for p in self.data.pairs)
 
 
+def task_of(data: TrainingData) -> Task:
+    """The task that data of this kind trains."""
+    if isinstance(data, TextData):
+        return "text"
+    return "classify" if isinstance(data, LabelsData) else "pairs"
+
+
+def encode_data(data: TrainingData, seq_len: int, vocab: Vocab | None) -> Dataset:
+    """``data`` encoded as training encodes it (text in ``seq_len`` windows), in ``vocab``
+    or the one inferred from it; raises the engine's DataError / UnknownCharactersError."""
+    if isinstance(data, TextData):
+        return text_dataset(data.text, seq_len, vocab)
+    if isinstance(data, LabelsData):
+        return classify_dataset([(p["input"], p["label"]) for p in data.pairs], vocab)
+    return pairs_dataset([(p["input"], p["target"]) for p in data.pairs], vocab)
+
+
 def build_dataset(spec: JobSpec) -> Dataset:
     """Encode the job's data; raises the engine's DataError / UnknownCharactersError."""
-    if isinstance(spec.data, TextData):
-        return text_dataset(spec.data.text, spec.hyperparameters.seq_len, spec.vocab)
-    if isinstance(spec.data, LabelsData):
-        return classify_dataset([(p["input"], p["label"]) for p in spec.data.pairs], spec.vocab)
-    return pairs_dataset([(p["input"], p["target"]) for p in spec.data.pairs], spec.vocab)
+    return encode_data(spec.data, spec.hyperparameters.seq_len, spec.vocab)

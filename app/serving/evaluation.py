@@ -31,8 +31,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
-from app.jobs.spec import JobSpec, PairsData, TextData, TrainingData
-from app.ml.data import Examples, pairs_dataset, split, text_dataset
+from app.jobs.spec import JobSpec, TextData, TrainingData, encode_data, task_of
+from app.ml.data import Examples, split
 from app.ml.errors import CheckpointError, ConfigurationError
 from app.ml.evaluate import SCORERS, Score, evaluate, rows_per_batch
 from app.ml.hyperparameters import Hyperparameters
@@ -235,26 +235,11 @@ WANTED = {
 }
 
 
-def data_task(data: TrainingData) -> str:
-    """The task that data of this kind trains."""
-    if isinstance(data, TextData):
-        return "text"
-    if isinstance(data, PairsData):
-        return "pairs"
-    return "classify"  # pairs with a label each
-
-
 def encode(data: TrainingData, predictor: Predictor, hp: Hyperparameters, field: str) -> Examples:
     """``data`` in the version's vocabulary, as its training encoded them."""
-    if data_task(data) != predictor.task:
+    if task_of(data) != predictor.task:
         wanted = WANTED.get(predictor.task, "data")
         raise InvalidRequestError(
             field, f"the version was trained on {predictor.task} data: send {wanted}"
         )
-    if isinstance(data, TextData):
-        return text_dataset(data.text, hp.seq_len, predictor.vocab).examples
-    if isinstance(data, PairsData):
-        pairs = [(p["input"], p["target"]) for p in data.pairs]
-        return pairs_dataset(pairs, predictor.vocab).examples
-    # labeled pairs: their examples (classify_dataset) join here
-    raise ConfigurationError("labeled pairs cannot be evaluated yet")
+    return encode_data(data, hp.seq_len, predictor.vocab).examples

@@ -18,7 +18,7 @@ from torch.nn import functional
 
 from app.ml.checkpoint import Checkpoint
 from app.ml.model import ModelConfig, build_model
-from tests.conftest import LiveServer, hello_body, long_text
+from tests.conftest import SURNAMES, LiveServer, hello_body, long_text
 
 ServeModels = Callable[..., LiveServer]
 StartServer = Callable[..., LiveServer]
@@ -339,3 +339,35 @@ def test_evaluations_at_once_are_bounded(serve_models: ServeModels, fox_model: C
     assert int(refused.headers["Retry-After"]) >= 1
     assert len(health) > 1
     assert set(health) == {200}
+
+
+def test_a_classifier_scores_one_label_per_sequence_as_a_plain_loop_does(
+    serve_models: ServeModels, surnames_model: Checkpoint
+) -> None:
+    """For a classifier (task classify) every sequence is one scored target: its label."""
+    server = serve_models({"surnames": surnames_model})
+    pairs = [{"input": name, "label": label} for name, label in SURNAMES]
+
+    answer = evaluate(server.http, "surnames", 1, {"data": {"pairs": pairs}})
+
+    assert answer.status_code == 200, answer.text
+    score = answer.json()
+    model, meta = offline_model(server.http, "surnames", 1)
+    labels = meta["vocab"]["labels"]
+    stoi = {c: i for i, c in enumerate(meta["vocab"]["input"])}
+    nll, hits = 0.0, 0
+    with torch.no_grad():
+        for name, label in SURNAMES:
+            logits, _ = model(torch.tensor([[stoi[c] for c in name]]))  # (1, labels)
+            wanted = torch.tensor([labels.index(label)])
+            nll += float(functional.cross_entropy(logits, wanted, reduction="sum"))
+            hits += int(logits.argmax(-1).item() == wanted.item())
+    assert score["task"] == "classify"
+    assert score["sequences"] == len(SURNAMES)
+    assert score["nll"] == pytest.approx(nll / len(SURNAMES), abs=1e-4)
+    assert score["seq_accuracy"] == pytest.approx(hits / len(SURNAMES))
+    assert score["seq_accuracy"] > 0.9  # its own training data
+
+    wrong_task = evaluate(server.http, "surnames", 1, {"data": {"text": "Nakamura"}})
+    assert wrong_task.status_code == 422
+    assert "data.pairs with a label each" in wrong_task.text
