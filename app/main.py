@@ -27,7 +27,7 @@ from app.api.observability import (
     RegistryCollector,
 )
 from app.api.openapi import install_openapi, operation_id
-from app.api.routes import health, jobs, models, predict, train
+from app.api.routes import datasets, health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
 from app.cpus import available_cpus
 from app.jobs.runner import make_runner
@@ -61,6 +61,11 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         limiter=RateLimiter(settings.predict_rate_per_key),
         imports=ConcurrencyLimit(
             settings.max_concurrent_imports, "imports", "CHARNN_MAX_CONCURRENT_IMPORTS"
+        ),
+        dataset_uploads=ConcurrencyLimit(
+            settings.max_concurrent_dataset_uploads,
+            "dataset uploads",
+            "CHARNN_MAX_CONCURRENT_DATASET_UPLOADS",
         ),
         events=JobEvents(registry, settings.event_poll_seconds, settings.max_event_streams),
     )
@@ -154,8 +159,9 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
         max_import_bytes=settings.max_import_bytes + settings.max_import_meta_bytes,
+        max_dataset_bytes=settings.max_dataset_bytes,
     )
-    routers = [module.router for module in (predict, health, train, jobs, models)]
+    routers = [module.router for module in (predict, health, train, jobs, models, datasets)]
     keyed_routes = [route for router in routers for route in router.routes]
     app.add_middleware(AccessControl, routes=keyed_routes, authorizer=app.state.authorizer)
     app.add_middleware(RequestGuardMiddleware, guard=app.state.guard)

@@ -375,3 +375,30 @@ def detail_json(prediction: Prediction) -> str:
         )
         top_k = "[" + ",".join(positions) + "]"
     return f'{{"probabilities":{probabilities},"top_k":{top_k}}}'
+
+
+class DatasetPublic(BaseModel):
+    """An uploaded dataset; train on it with ``POST /train {"dataset": id}``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(
+        description="Derived from kind, format and sha256: the same upload, the same id."
+    )
+    name: str | None = Field(description="The name given at upload, if any.")
+    kind: str = Field(description="text, pairs (input,target) or labels (input,label).")
+    format: str = Field(description="How the file was read: text, csv, tsv or jsonl.")
+    sha256: str = Field(description="Of the uploaded file.")
+    size_bytes: int = Field(description="Of the uploaded file.")
+    characters: int = Field(description="Characters of text, or of the rows' inputs.")
+    examples: int = Field(description="Rows of pairs or labels; 0 for text.")
+    vocab_size: int = Field(description="Distinct characters (of the inputs, for rows).")
+    labels: int = Field(description="Distinct labels (labels datasets); 0 otherwise.")
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+    limit: int
+    offset: int

@@ -31,6 +31,7 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     imports: ConcurrencyLimit
+    dataset_uploads: ConcurrencyLimit
     events: JobEvents
 
 

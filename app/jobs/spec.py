@@ -6,6 +6,7 @@ registry stores, so a worker on any machine rebuilds exactly the same dataset.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -13,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationInfo,
     model_validator,
@@ -22,6 +24,7 @@ from typing_extensions import TypedDict
 from app.ml.data import Dataset, pairs_dataset, text_dataset
 from app.ml.hyperparameters import Hyperparameters, text_defaults
 from app.ml.vocab import Vocab
+from app.store.datasets import DATASET_ID_PATTERN, load_dataset
 from app.store.layout import MODEL_NAME_PATTERN
 
 ModelName = Annotated[
@@ -95,7 +98,15 @@ class JobSpec(BaseModel):
     )
 
     model_name: ModelName
-    data: TrainingData
+    data: TrainingData | None = Field(
+        None, description="The training data inline (small jobs); or give ``dataset`` instead."
+    )
+    dataset: str | None = Field(
+        None,
+        pattern=DATASET_ID_PATTERN,
+        description="The id of an uploaded dataset (POST /datasets) to train on, "
+        "instead of inline ``data``.",
+    )
     vocab: Vocab | None = Field(
         None, description="Input and output vocabularies; inferred from the data when absent."
     )
@@ -122,15 +133,15 @@ class JobSpec(BaseModel):
         as the job will use them. A service whose limits are below a text default
         (``hyperparameter_limits`` in the validation context) gives its limit instead.
         """
-        if not isinstance(value, dict) or _data_kind(value.get("data")) != "text":
+        characters = _text_characters(value, info)
+        if characters is None:
             return value
-        text = value["data"]["text"] if isinstance(value["data"], dict) else value["data"].text
         given = value.get("hyperparameters", {})
         if isinstance(given, Hyperparameters):
             given = given.model_dump(include=given.model_fields_set)
-        if not isinstance(given, dict) or not isinstance(text, str):
+        if not isinstance(given, dict):
             return value  # not what it should be: left to validation to refuse
-        defaults = text_defaults(len(text))
+        defaults = text_defaults(characters)
         limits = (info.context or {}).get("hyperparameter_limits", {})
         for name, limit in limits.items():
             if name in defaults:
@@ -142,8 +153,20 @@ class JobSpec(BaseModel):
         return {**value, "hyperparameters": {**defaults, **given}}
 
     @model_validator(mode="after")
+    def _data_or_dataset(self, info: ValidationInfo) -> Self:
+        if (self.data is None) == (self.dataset is None):
+            raise ValueError(
+                "give the training data either inline as 'data' or as the id of an uploaded "
+                "'dataset', exactly one of them"
+            )
+        described = (info.context or {}).get("dataset")
+        if self.dataset is not None and described is not None:
+            self._dataset_kind, self._dataset_characters = described
+        return self
+
+    @model_validator(mode="after")
     def _no_peeking_at_the_future(self) -> Self:
-        if isinstance(self.data, TextData) and self.hyperparameters.bidirectional:
+        if self.is_text and self.hyperparameters.bidirectional:
             raise ValueError(
                 "hyperparameters.bidirectional would let a text model read the character it "
                 "must predict; use it with aligned pairs only"
@@ -151,14 +174,51 @@ class JobSpec(BaseModel):
         return self
 
     @property
+    def is_text(self) -> bool:
+        """Next-character modelling (inline text; a text dataset sets ``dataset_kind``)."""
+        return isinstance(self.data, TextData) or self.dataset_kind == "text"
+
+    # a dataset's kind and characters: from the validation context ("dataset": (kind,
+    # characters)), given where the dataset was looked up (``app.jobs.submit``)
+    _dataset_kind: str | None = PrivateAttr(None)
+    _dataset_characters: int = PrivateAttr(0)
+
+    @property
+    def dataset_kind(self) -> str | None:
+        return self._dataset_kind
+
+    @property
     def characters(self) -> int:
         if isinstance(self.data, TextData):
             return len(self.data.text)
-        return sum(len(p["input"]) for p in self.data.pairs)
+        if isinstance(self.data, PairsData):
+            return sum(len(p["input"]) for p in self.data.pairs)
+        return self._dataset_characters
 
 
-def build_dataset(spec: JobSpec) -> Dataset:
-    """Encode the job's data; raises the engine's DataError / UnknownCharactersError."""
+def _text_characters(value: Any, info: ValidationInfo) -> int | None:
+    """The characters of a text job's data, before validation; None for other jobs."""
+    if not isinstance(value, dict):
+        return None
+    if _data_kind(value.get("data")) == "text":
+        data = value["data"]
+        text = data["text"] if isinstance(data, dict) else data.text
+        return len(text) if isinstance(text, str) else None
+    dataset = (info.context or {}).get("dataset")  # (kind, characters) of value["dataset"]
+    if value.get("dataset") is not None and dataset is not None and dataset[0] == "text":
+        return int(dataset[1])
+    return None
+
+
+def build_dataset(spec: JobSpec, store_dir: Path | None = None) -> Dataset:
+    """Encode the job's data, or load its dataset from the store under ``store_dir``;
+    raises the engine's DataError / UnknownCharactersError."""
+    if spec.dataset is not None:
+        if store_dir is None:
+            raise ValueError("a job on a stored dataset needs the store's directory")
+        _, dataset = load_dataset(store_dir, spec.dataset, spec.hyperparameters.seq_len, spec.vocab)
+        return dataset
     if isinstance(spec.data, TextData):
         return text_dataset(spec.data.text, spec.hyperparameters.seq_len, spec.vocab)
+    assert spec.data is not None  # _data_or_dataset
     return pairs_dataset([(p["input"], p["target"]) for p in spec.data.pairs], spec.vocab)

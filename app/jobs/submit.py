@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import LimitExceededError
+from app.errors import InvalidRequestError, LimitExceededError
 from app.jobs.runner import JobRunner
 from app.jobs.spec import JobSpec, PairsData, build_dataset
 from app.ml.model import ModelConfig, estimate_parameters
@@ -46,6 +46,23 @@ def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings
     return parameters
 
 
+def with_dataset(spec: JobSpec, settings: Settings, registry: Registry) -> JobSpec:
+    """The job again, knowing its dataset: text defaults from the dataset's characters,
+    and its kind and size for the checks that follow. Jobs on inline data as they are."""
+    if spec.dataset is None:
+        return spec
+    row = registry.find_dataset(spec.dataset)
+    if row is None:
+        raise InvalidRequestError(
+            "dataset", f"no dataset {spec.dataset}; upload one with POST /datasets"
+        )
+    limits = {name: getattr(settings, setting) for name, setting in HYPERPARAMETER_LIMITS.items()}
+    context = {"dataset": (row.kind, row.characters), "hyperparameter_limits": limits}
+    # what the client gave (the defaults it left out are the dataset's to fill)
+    given = spec.model_dump(mode="json", exclude_unset=True)
+    return JobSpec.model_validate(given, context=context)
+
+
 def check_limits(spec: JobSpec, settings: Settings) -> None:
     if isinstance(spec.data, PairsData) and len(spec.data.pairs) > settings.max_training_pairs:
         raise LimitExceededError(
@@ -53,6 +70,8 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
             f"{len(spec.data.pairs)} pairs, at most {settings.max_training_pairs} allowed",
             "CHARNN_MAX_TRAINING_PAIRS",
         )
+    if spec.dataset_kind == "text":
+        return  # memory-mapped by the worker: bounded by CHARNN_MAX_DATASET_BYTES at upload
     if spec.characters > settings.max_training_chars:
         raise LimitExceededError(
             "data",
@@ -79,8 +98,10 @@ def check_padded_pairs(data: PairsData, settings: Settings) -> None:
 
 def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: JobRunner) -> JobRow:
     """Validate the data against its vocabulary and queue the job."""
+    spec = with_dataset(spec, settings, registry)
     check_limits(spec, settings)
-    dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
+    # unknown characters, misaligned pairs, a vocabulary short of the dataset's: refused now
+    dataset = build_dataset(spec, settings.store_dir)
     config = ModelConfig.from_hyperparameters(spec.hyperparameters, dataset.vocab)
     parameters = check_hyperparameters(spec, config, settings)
     device = spec.device or settings.device
@@ -93,6 +114,7 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
         epochs=spec.hyperparameters.epochs,
         max_attempts=settings.job_max_attempts,
         max_queued=settings.max_queued_jobs,  # counted and enforced in one transaction
+        dataset_id=spec.dataset,
         estimated_seconds=estimate_seconds(
             # a worker elsewhere (rq) has threads of its own; these are this machine's
             spec.hyperparameters,

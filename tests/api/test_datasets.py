@@ -1,0 +1,182 @@
+"""Datasets: uploaded once (the body is the file), trained on by id.
+
+Plain routes through the TestClient on a fresh store; training from a dataset through a
+real server, whose worker processes read the dataset from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from app.store.corpus import TEXT_IDS
+
+Body = dict[str, Any]
+StartServer = Callable[..., Any]
+FOX = "the quick brown fox jumps over the lazy dog. " * 20
+
+
+def upload(client: Any, content: bytes | str, **params: str) -> Any:
+    body = content.encode() if isinstance(content, str) else content
+    return client.post("/datasets", content=body, params=params)
+
+
+def test_a_text_upload_is_described_and_stored_as_ids(client: TestClient) -> None:
+    response = upload(client, "hello hello", name="greetings")
+
+    assert response.status_code == 201
+    dataset = response.json()
+    assert response.headers["location"] == f"/datasets/{dataset['id']}"
+    assert dataset["sha256"] == hashlib.sha256(b"hello hello").hexdigest()
+    assert (dataset["kind"], dataset["format"], dataset["name"]) == ("text", "text", "greetings")
+    assert (dataset["size_bytes"], dataset["characters"], dataset["vocab_size"]) == (11, 11, 5)
+    assert client.get(f"/datasets/{dataset['id']}").json() == dataset
+    store = client.app.state.services.settings.store_dir  # type: ignore[attr-defined]
+    ids = np.fromfile(store / "datasets" / dataset["id"] / TEXT_IDS, dtype="<u2")
+    assert "".join(" ehlo"[i] for i in ids) == "hello hello"  # ids in the sorted vocabulary
+
+
+def test_the_same_upload_twice_is_the_same_dataset(client: TestClient) -> None:
+    first = upload(client, FOX)
+    second = upload(client, FOX)
+
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json() == first.json()
+    assert client.get("/datasets").json()["total"] == 1
+    assert upload(client, FOX, kind="pairs").status_code == 422  # another kind: not read as text
+
+
+def test_utf8_is_decoded_across_chunks_and_a_bad_byte_is_named_by_offset(
+    client: TestClient,
+) -> None:
+    text = "héllo wörld ✓ " * 400_000  # 6.4 MB: more than one read chunk, ✓ split across one
+    assert upload(client, text).json()["characters"] == len(text)
+
+    response = upload(client, b"good text\n\xffbad")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert "not UTF-8: byte 10" in response.json()["detail"][0]["msg"]
+
+
+def test_pairs_are_checked_row_by_row_naming_the_line(client: TestClient) -> None:
+    ok = upload(client, "input,target\nhello,ohlol\nabc,bca\n", kind="pairs")
+    assert ok.status_code == 201
+    assert (ok.json()["examples"], ok.json()["characters"], ok.json()["format"]) == (2, 8, "csv")
+
+    misaligned = upload(client, "hello,ohlol\nab,abc\n", kind="pairs")
+    empty = upload(client, '{"input": "", "target": ""}\n', kind="pairs", format="jsonl")
+    three = upload(client, "a\tb\tc\n", kind="labels", format="tsv")
+
+    assert misaligned.status_code == empty.status_code == three.status_code == 422
+    assert misaligned.json()["detail"][0]["loc"] == ["body", "line 2"]
+    assert "input has 2 characters but target has 3" in misaligned.json()["detail"][0]["msg"]
+    assert empty.json()["detail"][0]["msg"] == "input is empty"
+    assert three.json()["detail"][0]["msg"] == "expected 2 columns, got 3"
+
+
+def test_labels_rows_keep_their_labels(client: TestClient) -> None:
+    rows = '{"input": "Nakamura", "label": "Japanese"}\n{"input": "Smith", "label": "English"}\n'
+
+    dataset = upload(client, rows, kind="labels", format="jsonl").json()
+
+    assert (dataset["examples"], dataset["labels"], dataset["format"]) == (2, 2, "jsonl")
+
+
+def test_text_must_be_read_as_text(client: TestClient) -> None:
+    response = upload(client, "a,b\n", kind="text", format="csv")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "format"]
+
+
+def test_an_upload_over_its_limit_is_refused_before_and_while_reading(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with TestClient(create_app(make_settings(max_dataset_bytes=4096))) as small:
+        declared = upload(small, "x" * 5000)
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: stopped once past the limit
+            yield from [b"y" * 1000] * 10
+
+        streamed = small.post("/datasets", content=chunks())
+
+        assert declared.status_code == streamed.status_code == 413
+        assert "CHARNN_MAX_DATASET_BYTES" in declared.json()["detail"]
+        assert small.get("/datasets").json()["total"] == 0
+        store = small.app.state.services.settings.store_dir  # type: ignore[attr-defined]
+        assert [p.name for p in (store / "datasets").iterdir()] == []  # nothing left behind
+
+
+def test_the_store_holds_at_most_max_datasets_bytes(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with TestClient(create_app(make_settings(max_datasets_bytes=2048))) as small:
+        assert upload(small, "a" * 1500).status_code == 201
+
+        response = upload(small, "b" * 1000)
+
+        assert response.status_code == 413
+        assert "CHARNN_MAX_DATASETS_BYTES" in response.json()["detail"]
+
+
+def test_unknown_and_malformed_ids(client: TestClient) -> None:
+    assert client.get(f"/datasets/{'0' * 32}").status_code == 404
+    assert client.delete(f"/datasets/{'0' * 32}").status_code == 404
+    assert client.get("/datasets/not-an-id").status_code == 422
+
+
+def test_training_asks_for_data_or_a_dataset_exactly_once(client: TestClient, hello: Body) -> None:
+    dataset = upload(client, FOX).json()["id"]
+
+    both = client.post("/train", json={**hello, "dataset": dataset})
+    unknown = client.post("/train", json={"model_name": "fox", "dataset": "f" * 32})
+
+    assert both.status_code == unknown.status_code == 422
+    assert "exactly one of them" in both.text
+    assert unknown.json()["detail"][0]["loc"] == ["body", "dataset"]
+
+
+def test_a_given_vocabulary_must_cover_the_dataset(client: TestClient) -> None:
+    dataset = upload(client, FOX).json()["id"]
+    vocab = {"input": list("the quick"), "output": list("the quick")}
+
+    response = client.post("/train", json={"model_name": "fox", "dataset": dataset, "vocab": vocab})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "vocab"]
+    assert "does not cover the dataset's characters" in response.json()["detail"][0]["msg"]
+
+
+def test_train_from_a_dataset_then_generate_and_delete_it(start_server: StartServer) -> None:
+    server = start_server()
+    dataset = upload(server.http, FOX).json()
+    hp = {"epochs": 3, "hidden_size": 32, "seq_len": 16, "seed": 0}
+    response = server.http.post(
+        "/train", json={"model_name": "fox", "dataset": dataset["id"], "hyperparameters": hp}
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+
+    busy = server.http.delete(f"/datasets/{dataset['id']}")  # queued or running: in use
+    done = server.wait_for_job(job["id"], timeout=120)
+
+    assert busy.status_code == 409
+    assert job["id"] in busy.json()["detail"]
+    assert done["status"] == "succeeded", done["error"]
+    assert done["history"] is None
+    last = server.http.get(f"/jobs/{job['id']}?history=true").json()["history"][-1]
+    assert 0.8 * len(FOX) < last["characters"] < len(FOX)  # the dataset, less what is held out
+    generated = server.http.post(
+        "/generate", json={"model_name": "fox", "prompt": "the ", "length": 20, "seed": 0}
+    )
+    assert generated.status_code == 200, generated.text
+    assert set(generated.json()["text"]) <= set(FOX)
+    assert server.http.delete(f"/datasets/{dataset['id']}").status_code == 204
+    assert server.http.get(f"/datasets/{dataset['id']}").status_code == 404
