@@ -92,7 +92,10 @@ def resolve(schema: Schema, components: Schema) -> Schema:
 
 def data_variant(train: Schema, components: Schema, field: str) -> Schema:
     """The variant of ``data`` (pairs or text) that holds ``field``."""
-    for variant in train["properties"]["data"]["oneOf"]:
+    data = train["properties"]["data"]
+    # ``data`` may be null (a dataset given instead): its variants are in the non-null branch
+    union = next((b for b in data.get("anyOf", []) if "oneOf" in b), data)
+    for variant in union["oneOf"]:
         resolved = resolve(variant, components)
         if field in resolved["properties"]:
             return resolved

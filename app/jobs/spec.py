@@ -89,12 +89,16 @@ TEXT_IS_NOT_BIDIRECTIONAL: dict[str, Any] = {
         "properties": {"hyperparameters": {"properties": {"bidirectional": {"const": False}}}}
     },
 }
+# exactly one of the two sources of training data (see _data_or_dataset)
+DATA_OR_DATASET: dict[str, Any] = {"oneOf": [{"required": ["data"]}, {"required": ["dataset"]}]}
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:(0|[1-9][0-9]?))?)$"
 
 
 class JobSpec(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"allOf": [TEXT_IS_NOT_BIDIRECTIONAL]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"allOf": [TEXT_IS_NOT_BIDIRECTIONAL, DATA_OR_DATASET]},
     )
 
     model_name: ModelName
