@@ -134,7 +134,8 @@ def test_text_windows_give_the_same_batches_as_inline_text() -> None:
 
     inline_train, inline_val = split(inline, 0.2, seed=3)
     windows_train, windows_val = split(windows, 0.2, seed=3)
-    assert inline_val is not None and windows_val is not None
+    assert inline_val is not None
+    assert windows_val is not None
     for a, b in [(inline_train, windows_train), (inline_val, windows_val)]:
         order = torch.randperm(len(a), generator=torch.Generator().manual_seed(1))
         for x, y in zip(batches(a, order, 4), batches(b, order, 4), strict=True):
