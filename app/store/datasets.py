@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import NotFoundError, UploadTooLargeError
@@ -234,8 +236,21 @@ def load_dataset(
     raise DataError("dataset", f"a {meta.kind} dataset cannot train this task")
 
 
+def map_ids(path: Path) -> npt.NDArray[np.uint16]:
+    """The ids file as a read-only array over a memory map. Batches read windows at random
+    places: MADV_RANDOM keeps the kernel from reading ahead around each one, which would
+    page in (and count in the worker's RSS) far more of the file than is used."""
+    with path.open("rb") as handle:
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=IDS_DTYPE)
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # outlives the fd
+    if hasattr(mmap, "MADV_RANDOM"):  # Linux and macOS
+        mapped.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mapped, dtype=IDS_DTYPE)
+
+
 def _text(meta: DatasetMeta, directory: Path, seq_len: int, vocab: Vocab | None) -> Dataset:
-    ids = np.memmap(directory / TEXT_IDS, dtype=IDS_DTYPE, mode="r")
+    ids = map_ids(directory / TEXT_IDS)
     own = Vocab(input=meta.input_chars, output=meta.output_chars)
     if vocab is None:
         return Dataset("text", own, TextWindows(ids, seq_len, own))

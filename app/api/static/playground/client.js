@@ -103,6 +103,19 @@ async function api(method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
+// A file as the whole body (POST /datasets): the browser streams it from disk.
+async function upload(path, file) {
+  const headers = { ...authHeaders(), "Content-Type": "application/octet-stream" };
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers, body: file });
+  } catch (err) {
+    throw new ApiError(0, [["", `could not reach the service (${err.message})`]]);
+  }
+  if (!response.ok) throw await refusal(response, "POST", path);
+  return response.json();
+}
+
 // --- a job's server-sent events, read with fetch (EventSource cannot send a key) ----------
 
 // One event from its lines ("event: epoch", "id: 3", "data: {...}"); comments (": keep-alive")
