@@ -6,6 +6,7 @@ registry stores, so a worker on any machine rebuilds exactly the same dataset.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -37,6 +38,16 @@ ModelName = Annotated[
         examples=["hello"],
     ),
 ]
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the registry knows of a job's uploaded dataset, for the checks before queueing."""
+
+    kind: str
+    characters: int
+    examples: int  # rows (pairs, labels)
+    longest: int  # the longest row's input (pairs are padded to it)
 
 
 class Pair(TypedDict):
@@ -163,9 +174,9 @@ class JobSpec(BaseModel):
                 "give the training data either inline as 'data' or as the id of an uploaded "
                 "'dataset', exactly one of them"
             )
-        described = (info.context or {}).get("dataset")
-        if self.dataset is not None and described is not None:
-            self._dataset_kind, self._dataset_characters = described
+        facts = (info.context or {}).get("dataset")
+        if self.dataset is not None and isinstance(facts, DatasetFacts):
+            self._dataset_facts = facts
         return self
 
     @model_validator(mode="after")
@@ -179,17 +190,17 @@ class JobSpec(BaseModel):
 
     @property
     def is_text(self) -> bool:
-        """Next-character modelling (inline text; a text dataset sets ``dataset_kind``)."""
-        return isinstance(self.data, TextData) or self.dataset_kind == "text"
+        """Next-character modelling: inline text, or a text dataset (once looked up)."""
+        facts = self.dataset_facts
+        return isinstance(self.data, TextData) or (facts is not None and facts.kind == "text")
 
-    # a dataset's kind and characters: from the validation context ("dataset": (kind,
-    # characters)), given where the dataset was looked up (``app.jobs.submit``)
-    _dataset_kind: str | None = PrivateAttr(None)
-    _dataset_characters: int = PrivateAttr(0)
+    # from the validation context ("dataset"), given where the dataset was looked up
+    # (``app.jobs.submit``); a worker, which reads the dataset itself, goes without
+    _dataset_facts: DatasetFacts | None = PrivateAttr(None)
 
     @property
-    def dataset_kind(self) -> str | None:
-        return self._dataset_kind
+    def dataset_facts(self) -> DatasetFacts | None:
+        return self._dataset_facts
 
     @property
     def characters(self) -> int:
@@ -197,7 +208,7 @@ class JobSpec(BaseModel):
             return len(self.data.text)
         if isinstance(self.data, PairsData):
             return sum(len(p["input"]) for p in self.data.pairs)
-        return self._dataset_characters
+        return self._dataset_facts.characters if self._dataset_facts else 0
 
 
 def _text_characters(value: Any, info: ValidationInfo) -> int | None:
@@ -208,9 +219,9 @@ def _text_characters(value: Any, info: ValidationInfo) -> int | None:
         data = value["data"]
         text = data["text"] if isinstance(data, dict) else data.text
         return len(text) if isinstance(text, str) else None
-    dataset = (info.context or {}).get("dataset")  # (kind, characters) of value["dataset"]
-    if value.get("dataset") is not None and dataset is not None and dataset[0] == "text":
-        return int(dataset[1])
+    facts = (info.context or {}).get("dataset")
+    if value.get("dataset") is not None and isinstance(facts, DatasetFacts):
+        return facts.characters if facts.kind == "text" else None
     return None
 
 

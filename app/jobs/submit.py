@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.errors import InvalidRequestError, LimitExceededError
 from app.jobs.runner import JobRunner
-from app.jobs.spec import JobSpec, PairsData, build_dataset
+from app.jobs.spec import DatasetFacts, JobSpec, PairsData, build_dataset
 from app.ml.model import ModelConfig, estimate_parameters
 from app.ml.train import estimate_seconds
 from app.settings import Settings
@@ -57,7 +57,8 @@ def with_dataset(spec: JobSpec, settings: Settings, registry: Registry) -> JobSp
             "dataset", f"no dataset {spec.dataset}; upload one with POST /datasets"
         )
     limits = {name: getattr(settings, setting) for name, setting in HYPERPARAMETER_LIMITS.items()}
-    context = {"dataset": (row.kind, row.characters), "hyperparameter_limits": limits}
+    facts = DatasetFacts(row.kind, row.characters, row.examples, row.longest)
+    context = {"dataset": facts, "hyperparameter_limits": limits}
     # what the client gave (the defaults it left out are the dataset's to fill)
     given = spec.model_dump(mode="json", exclude_unset=True)
     return JobSpec.model_validate(given, context=context)
@@ -70,8 +71,11 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
             f"{len(spec.data.pairs)} pairs, at most {settings.max_training_pairs} allowed",
             "CHARNN_MAX_TRAINING_PAIRS",
         )
-    if spec.dataset_kind == "text":
+    facts = spec.dataset_facts
+    if facts is not None and facts.kind == "text":
         return  # memory-mapped by the worker: bounded by CHARNN_MAX_DATASET_BYTES at upload
+    if facts is not None:  # rows, read whole and padded, as inline pairs are
+        check_rows(facts, settings)
     if spec.characters > settings.max_training_chars:
         raise LimitExceededError(
             "data",
@@ -80,6 +84,23 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
         )
     if isinstance(spec.data, PairsData):
         check_padded_pairs(spec.data, settings)
+
+
+def check_rows(facts: DatasetFacts, settings: Settings) -> None:
+    if facts.examples > settings.max_training_pairs:
+        raise LimitExceededError(
+            "dataset",
+            f"{facts.examples} rows, at most {settings.max_training_pairs} allowed",
+            "CHARNN_MAX_TRAINING_PAIRS",
+        )
+    padded = facts.examples * facts.longest
+    if padded > settings.max_training_chars:
+        raise LimitExceededError(
+            "dataset",
+            f"{facts.examples} rows padded to the longest ({facts.longest} characters) make "
+            f"{padded} characters, at most {settings.max_training_chars} allowed",
+            "CHARNN_MAX_TRAINING_CHARS",
+        )
 
 
 def check_padded_pairs(data: PairsData, settings: Settings) -> None:

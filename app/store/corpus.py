@@ -33,7 +33,7 @@ DatasetFormat = Literal["text", "csv", "tsv", "jsonl"]
 TEXT_IDS = "ids.u16"
 ROWS = "rows.jsonl"
 IDS_DTYPE = np.dtype("<u2")  # the vocabulary has at most MAX_VOCAB_SIZE (1024) characters
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024  # its code points, ids and copies stay within tens of MB
 FIELD = ""  # the file is the whole request body: its errors name no field within it
 HEADERS = {"pairs": ["input", "target"], "labels": ["input", "label"]}
 
@@ -44,6 +44,7 @@ class Summary:
 
     characters: int = 0
     examples: int = 0
+    longest: int = 0  # the longest row's input
     input_chars: list[str] = field(default_factory=list)
     output_chars: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -156,6 +157,7 @@ def write_rows(source: Path, target: Path, kind: DatasetKind, fmt: DatasetFormat
             outputs.update(other) if kind == "pairs" else outputs.add(other)
             summary.characters += len(source_text)
             summary.examples += 1
+            summary.longest = max(summary.longest, len(source_text))
             out.write(json.dumps({"input": source_text, second: other}) + "\n")
     if not summary.examples:
         raise DataError(FIELD, "holds no rows")

@@ -65,6 +65,7 @@ class DatasetMeta(BaseModel):
     size_bytes: int = Field(ge=0)
     characters: int = Field(ge=0)
     examples: int = Field(ge=0, description="Rows; for text, windows depend on seq_len: 0.")
+    longest: int = Field(0, ge=0, description="The longest row's input; 0 for text.")
     input_chars: list[str]
     output_chars: list[str]
     labels: list[str]
@@ -170,6 +171,7 @@ class DatasetUpload:
                 size_bytes=self.size,
                 characters=summary.characters,
                 examples=summary.examples,
+                longest=summary.longest,
                 input_chars=summary.input_chars,
                 output_chars=summary.output_chars,
                 labels=summary.labels,
@@ -202,6 +204,7 @@ def _row(meta: DatasetMeta) -> DatasetRow:
         size_bytes=meta.size_bytes,
         characters=meta.characters,
         examples=meta.examples,
+        longest=meta.longest,
         vocab_size=len(meta.input_chars),
         labels=len(meta.labels),
         created_at=datetime.now(UTC),

@@ -154,7 +154,8 @@ class DatasetRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     characters: Mapped[int] = mapped_column(BigInteger)
-    examples: Mapped[int] = mapped_column(BigInteger)
+    examples: Mapped[int] = mapped_column(BigInteger)  # rows; 0 for text
+    longest: Mapped[int] = mapped_column(BigInteger)  # the longest row's input; 0 for text
     vocab_size: Mapped[int]
     labels: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -180,3 +180,19 @@ def test_train_from_a_dataset_then_generate_and_delete_it(start_server: StartSer
     assert set(generated.json()["text"]) <= set(FOX)
     assert server.http.delete(f"/datasets/{dataset['id']}").status_code == 204
     assert server.http.get(f"/datasets/{dataset['id']}").status_code == 404
+
+
+def test_rows_of_a_dataset_are_held_to_the_limits_of_inline_pairs(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with TestClient(create_app(make_settings(max_training_pairs=2))) as small:
+        three = upload(small, "ab,ba\nabc,cba\nx,y\n", kind="pairs").json()["id"]
+        labels = upload(small, "Smith,English\n", kind="labels").json()["id"]
+
+        too_many = small.post("/train", json={"model_name": "swap", "dataset": three})
+        not_pairs = small.post("/train", json={"model_name": "names", "dataset": labels})
+
+    assert too_many.status_code == not_pairs.status_code == 422
+    assert too_many.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert "3 rows, at most 2 allowed" in too_many.json()["detail"][0]["msg"]
+    assert not_pairs.json()["detail"][0]["loc"] == ["body", "dataset"]

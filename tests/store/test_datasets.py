@@ -59,8 +59,8 @@ def store_text(store_dir: Path, source: Path) -> None:
 def test_an_epoch_over_a_stored_text_reads_its_windows_in_bounded_memory(tmp_path: Path) -> None:
     source = tmp_path / "corpus.txt"
     random_words(source, CHARACTERS)
+    store_text(tmp_path / "store", source)  # the API's work (in chunks), not the worker's
     before = proc_status_mib(os.getpid(), "RssAnon")
-    store_text(tmp_path / "store", source)
     _, dataset = load_dataset(tmp_path / "store", ID, seq_len=100, vocab=None)
     train, _ = split(dataset.examples, 0.1, seed=0)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("characters", sa.BigInteger(), nullable=False),
         sa.Column("examples", sa.BigInteger(), nullable=False),
+        sa.Column("longest", sa.BigInteger(), nullable=False),
         sa.Column("vocab_size", sa.Integer(), nullable=False),
         sa.Column("labels", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
