@@ -22,9 +22,11 @@ StartServer = Callable[..., Any]
 FOX = "the quick brown fox jumps over the lazy dog. " * 20
 
 
-def upload(client: Any, content: bytes | str, **params: str) -> Any:
+def upload(
+    client: Any, content: bytes | str, headers: dict[str, str] | None = None, **params: str
+) -> Any:
     body = content.encode() if isinstance(content, str) else content
-    return client.post("/datasets", content=body, params=params)
+    return client.post("/datasets", content=body, params=params, headers=headers)
 
 
 def test_a_text_upload_is_described_and_stored_as_ids(client: TestClient) -> None:
@@ -196,3 +198,20 @@ def test_rows_of_a_dataset_are_held_to_the_limits_of_inline_pairs(
     assert too_many.json()["detail"][0]["loc"] == ["body", "dataset"]
     assert "3 rows, at most 2 allowed" in too_many.json()["detail"][0]["msg"]
     assert not_pairs.json()["detail"][0]["loc"] == ["body", "dataset"]
+
+
+def test_only_an_admin_key_uploads_and_it_is_asked_before_the_body_is_read(
+    make_settings: Callable[..., Settings],
+) -> None:
+    admin, reader = "admin-key-0123456789abcdef", "predict-key-0123456789abcdef"
+    settings = make_settings(api_keys=f"admin:{admin},predict:{reader}", max_dataset_bytes=4096)
+    with TestClient(create_app(settings)) as keyed:
+        # over the size limit too: the key is settled first, so the refusal is about it
+        refused = upload(keyed, "x" * 5000, headers={"Authorization": f"Bearer {reader}"})
+        uploaded = keyed.post(
+            "/datasets", content=FOX.encode(), headers={"Authorization": f"Bearer {admin}"}
+        )
+
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "this API key lacks the 'admin' scope"}
+    assert uploaded.status_code == 201
