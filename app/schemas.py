@@ -76,6 +76,9 @@ class JobPublic(BaseModel):
     cancel_requested: bool
     error: str | None
     version: int | None = Field(description="The model version the job created.")
+    dataset: str | None = Field(
+        None, description="The uploaded dataset it trains on; null for inline data."
+    )
     hyperparameters: Hyperparameters
     history: list[EpochPublic] | None = Field(
         None,
@@ -277,6 +280,7 @@ def job_public(
         cancel_requested=job.cancel_requested,
         error=job.error,
         version=job.version,
+        dataset=job.dataset_id,
         hyperparameters=Hyperparameters.model_validate(hyperparameters),
         history=None if history is None else [epoch_public(row) for row in history],
         created_at=job.created_at,

@@ -169,6 +169,7 @@ def test_train_from_a_dataset_then_generate_and_delete_it(start_server: StartSer
     busy = server.http.delete(f"/datasets/{dataset['id']}")  # queued or running: in use
     done = server.wait_for_job(job["id"], timeout=120)
 
+    assert job["dataset"] == dataset["id"]
     assert busy.status_code == 409
     assert job["id"] in busy.json()["detail"]
     assert done["status"] == "succeeded", done["error"]
