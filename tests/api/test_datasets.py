@@ -6,11 +6,14 @@ real server, whose worker processes read the dataset from the store.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -19,6 +22,13 @@ from app.store.corpus import TEXT_IDS
 
 Body = dict[str, Any]
 StartServer = Callable[..., Any]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the service's own loop, as under uvicorn
+
+
 FOX = "the quick brown fox jumps over the lazy dog. " * 20
 
 
@@ -89,6 +99,14 @@ def test_labels_rows_keep_their_labels(client: TestClient) -> None:
     dataset = upload(client, rows, kind="labels", format="jsonl").json()
 
     assert (dataset["examples"], dataset["labels"], dataset["format"]) == (2, 2, "jsonl")
+
+
+def test_a_form_upload_is_refused_with_what_to_send_instead(client: TestClient) -> None:
+    response = client.post("/datasets", files={"file": ("fox.txt", FOX.encode())})
+
+    assert response.status_code == 415
+    assert "send the file itself as the body" in response.json()["detail"]
+    assert client.get("/datasets").json()["total"] == 0
 
 
 def test_text_must_be_read_as_text(client: TestClient) -> None:
@@ -216,3 +234,31 @@ def test_only_an_admin_key_uploads_and_it_is_asked_before_the_body_is_read(
     assert refused.status_code == 403
     assert refused.json() == {"detail": "this API key lacks the 'admin' scope"}
     assert uploaded.status_code == 201
+
+
+@pytest.mark.anyio
+async def test_uploads_past_the_concurrency_limit_get_429_at_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(max_concurrent_dataset_uploads=1))
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:  # holds the one slot until released
+        yield FOX.encode()
+        await release.wait()
+        yield b"the end."
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
+            first = asyncio.create_task(api.post("/datasets", content=slow_body()))
+            while not app.state.services.dataset_uploads.active:
+                await asyncio.sleep(0.01)
+            refused = await api.post("/datasets", content=b"another text")
+            release.set()
+            done = await first
+
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "5"
+    assert "CHARNN_MAX_CONCURRENT_DATASET_UPLOADS" in refused.json()["detail"]
+    assert done.status_code == 201

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from app.api.auth import AdminAccess, ReadAccess
 from app.api.deps import ServicesDep
@@ -68,7 +69,7 @@ def upload_format(kind: DatasetKind, fmt: DatasetFormat | None) -> DatasetFormat
                 "Location": {"description": "/datasets/{id}", "schema": {"type": "string"}}
             },
         },
-        **error_responses(400, 413, 429, 507),
+        **error_responses(400, 413, 415, 429, 507),
     },
 )
 async def upload_dataset(
@@ -89,6 +90,7 @@ async def upload_dataset(
 ) -> DatasetPublic:
     """Upload a dataset file as the body; the same file twice is the same dataset (200)."""
     fmt = upload_format(kind, format)
+    refuse_multipart(request)
     with services.dataset_uploads.slot():  # 429 before a byte of the body is read
         stored = await run_in_threadpool(services.registry.dataset_bytes)
         upload = await run_in_threadpool(DatasetUpload, services.settings, kind, fmt, name, stored)
@@ -105,17 +107,30 @@ async def upload_dataset(
     return DatasetPublic.model_validate(row)
 
 
+def refuse_multipart(request: Request) -> None:
+    """A form upload (curl -F) would store its boundaries and headers as the data."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send the file itself as the body (curl -T FILE or --data-binary @FILE), "
+            "not as multipart/form-data",
+        )
+
+
 async def receive_body(request: Request, upload: DatasetUpload) -> None:
     """Stream the body into ``upload``, a megabyte at a time written by a thread."""
     pending: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        upload.reserve(len(chunk))  # 413 as soon as a limit is passed
-        pending.append(chunk)
-        size += len(chunk)
-        if size >= FLUSH_BYTES:
-            await run_in_threadpool(upload.write, b"".join(pending))
-            pending, size = [], 0
+    try:
+        async for chunk in request.stream():
+            upload.reserve(len(chunk))  # 413 as soon as a limit is passed
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= FLUSH_BYTES:
+                await run_in_threadpool(upload.write, b"".join(pending))
+                pending, size = [], 0
+    except ClientDisconnect as exc:  # nobody to answer; what was written goes
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the client went away") from exc
     if pending:
         await run_in_threadpool(upload.write, b"".join(pending))
 
