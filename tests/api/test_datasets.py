@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.ml.hyperparameters import text_defaults
 from app.settings import Settings
 from app.store.corpus import TEXT_IDS
 
@@ -262,3 +263,18 @@ async def test_uploads_past_the_concurrency_limit_get_429_at_once(
     assert refused.headers["retry-after"] == "5"
     assert "CHARNN_MAX_CONCURRENT_DATASET_UPLOADS" in refused.json()["detail"]
     assert done.status_code == 201
+
+
+def test_a_text_dataset_gets_the_text_defaults_for_its_size(client: TestClient) -> None:
+    dataset = upload(client, FOX).json()["id"]
+
+    response = client.post("/train", json={"model_name": "fox", "dataset": dataset})
+
+    assert response.status_code == 202, response.text
+    job = response.json()
+    client.post(f"/jobs/{job['id']}/cancel")
+    assert job["hyperparameters"] == {
+        **job["hyperparameters"],
+        **text_defaults(len(FOX)),  # as inline text of the same length gets them
+    }
+    assert job["estimated_seconds"] > 0
