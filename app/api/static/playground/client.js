@@ -29,8 +29,8 @@ class ApiError extends Error {
   }
 }
 
-// The scope a call needs (README, Security): admin trains, cancels, deletes and imports;
-// predict predicts, generates and reads models and jobs.
+// The scope a call needs (README, Security): admin trains, cancels, deletes, imports and
+// uploads datasets; predict predicts, generates and reads models, jobs and datasets.
 function scopeOf(method, path) {
   if (method === "GET") return "predict";
   if (path === "/predict" || path === "/generate") return "predict";
@@ -39,7 +39,8 @@ function scopeOf(method, path) {
 
 function authAdvice(status, method, path) {
   const scope = scopeOf(method, path);
-  const what = scope === "admin" ? "training, cancelling, deleting and importing" : "this";
+  const what =
+    scope === "admin" ? "training, cancelling, deleting, importing and uploading" : "this";
   if (status === 401) {
     return (
       `This charnn asks for an API key. Enter a key with the ${scope} scope in the ` +
