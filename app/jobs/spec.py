@@ -25,7 +25,8 @@ from typing_extensions import TypedDict
 from app.ml.data import Dataset, pairs_dataset, text_dataset
 from app.ml.hyperparameters import Hyperparameters, text_defaults
 from app.ml.vocab import Vocab
-from app.store.datasets import DATASET_ID_PATTERN, load_dataset
+from app.store.dataset_reader import load_dataset
+from app.store.datasets import DATASET_ID_PATTERN
 from app.store.layout import MODEL_NAME_PATTERN
 
 ModelName = Annotated[

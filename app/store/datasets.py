@@ -6,33 +6,25 @@ description written, the staging directory renamed into place and the dataset
 registered. A dataset's id derives from its kind, format and sha256, so the same upload
 twice is the same dataset: the second finds the first and keeps nothing of its own.
 
-Workers on any machine read a dataset from the shared store through ``load_dataset``;
-a text dataset's ids are memory-mapped, never read whole.
+Workers on any machine read a dataset from the shared store (``app.store.dataset_reader``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import mmap
 import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import NotFoundError, UploadTooLargeError
 from app.ml.checkpoint import storage_errors
-from app.ml.data import Dataset, TextWindows, pairs_dataset
 from app.ml.errors import DataError
-from app.ml.vocab import Vocab
 from app.settings import Settings
 from app.store.corpus import (
-    IDS_DTYPE,
     ROWS,
     TEXT_IDS,
     DatasetFormat,
@@ -220,51 +212,3 @@ def remove_dataset_files(store_dir: Path, id_: str) -> None:
     except FileNotFoundError:
         return
     shutil.rmtree(doomed, ignore_errors=True)
-
-
-# --- what a worker reads -----------------------------------------------------------------
-
-
-def load_dataset(
-    store_dir: Path, id_: str, seq_len: int, vocab: Vocab | None
-) -> tuple[DatasetMeta, Dataset]:
-    """A stored dataset as the engine's Dataset; a text one reads a memory map."""
-    meta = read_meta(store_dir, id_)
-    directory = dataset_dir(store_dir, id_)
-    if meta.kind == "text":
-        return meta, _text(meta, directory, seq_len, vocab)
-    if meta.kind == "pairs":
-        rows = [json.loads(line) for line in (directory / ROWS).open(encoding="utf-8")]
-        return meta, pairs_dataset([(r["input"], r["target"]) for r in rows], vocab)
-    raise DataError("dataset", f"a {meta.kind} dataset cannot train this task")
-
-
-def map_ids(path: Path) -> npt.NDArray[np.uint16]:
-    """The ids file as a read-only array over a memory map. Batches read windows at random
-    places: MADV_RANDOM keeps the kernel from reading ahead around each one, which would
-    page in (and count in the worker's RSS) far more of the file than is used."""
-    with path.open("rb") as handle:
-        if path.stat().st_size == 0:
-            return np.zeros(0, dtype=IDS_DTYPE)
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # outlives the fd
-    if hasattr(mmap, "MADV_RANDOM"):  # Linux and macOS
-        mapped.madvise(mmap.MADV_RANDOM)
-    return np.frombuffer(mapped, dtype=IDS_DTYPE)
-
-
-def _text(meta: DatasetMeta, directory: Path, seq_len: int, vocab: Vocab | None) -> Dataset:
-    ids = map_ids(directory / TEXT_IDS)
-    own = Vocab(input=meta.input_chars, output=meta.output_chars)
-    if vocab is None:
-        return Dataset("text", own, TextWindows(ids, seq_len, own))
-    if not vocab.is_shared:
-        raise DataError("vocab", "a text model reads its own output: input and output must match")
-    missing = sorted(set(meta.input_chars) - set(vocab.input))
-    if missing:
-        raise DataError(
-            "vocab",
-            f"does not cover the dataset's characters {''.join(missing)[:50]!r}; "
-            "add them or leave vocab out",
-        )
-    table = np.array([vocab.input.index(c) for c in meta.input_chars], dtype=np.int64)
-    return Dataset("text", vocab, TextWindows(ids, seq_len, vocab, table=table))

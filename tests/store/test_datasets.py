@@ -14,7 +14,8 @@ import torch
 
 from app.ml.data import batches, split
 from app.store.corpus import scan_text, write_text_ids
-from app.store.datasets import DatasetMeta, dataset_dir, load_dataset
+from app.store.dataset_reader import load_dataset
+from app.store.datasets import DatasetMeta, dataset_dir
 from tests.conftest import proc_status_mib
 
 CHARACTERS = 20_000_000
