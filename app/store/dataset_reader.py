@@ -30,7 +30,8 @@ def load_dataset(
     if meta.kind == "text":
         return meta, _text(meta, directory, seq_len, vocab)
     if meta.kind == "pairs":
-        rows = [json.loads(line) for line in (directory / ROWS).open(encoding="utf-8")]
+        with (directory / ROWS).open(encoding="utf-8") as lines:
+            rows = [json.loads(line) for line in lines]
         return meta, pairs_dataset([(r["input"], r["target"]) for r in rows], vocab)
     raise DataError("dataset", f"a {meta.kind} dataset cannot train this task")
 
