@@ -140,6 +140,10 @@ class JobSpec(BaseModel):
         description="Where to train: auto, cpu or cuda[:N]; default: the service's setting.",
     )
 
+    # from the validation context ("dataset"), given where the dataset was looked up
+    # (``app.jobs.submit``); a worker, which reads the dataset itself, goes without
+    _dataset_facts: DatasetFacts | None = PrivateAttr(None)
+
     @model_validator(mode="before")
     @classmethod
     def _text_defaults(cls, value: Any, info: ValidationInfo) -> Any:
@@ -194,10 +198,6 @@ class JobSpec(BaseModel):
         """Next-character modelling: inline text, or a text dataset (once looked up)."""
         facts = self.dataset_facts
         return isinstance(self.data, TextData) or (facts is not None and facts.kind == "text")
-
-    # from the validation context ("dataset"), given where the dataset was looked up
-    # (``app.jobs.submit``); a worker, which reads the dataset itself, goes without
-    _dataset_facts: DatasetFacts | None = PrivateAttr(None)
 
     @property
     def dataset_facts(self) -> DatasetFacts | None:
