@@ -402,12 +402,18 @@ def hp_option(name: str, *flags: str, **kwargs: Any) -> Any:
 def train_command(
     model_name: Annotated[str, typer.Argument(help="Model to train a new version of.")],
     data_file: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            exists=True, dir_okay=False, help="CSV, TSV, JSONL pairs (target or label) or text."
+            exists=True,
+            dir_okay=False,
+            help="CSV, TSV, JSONL pairs (target or label) or text; or --dataset.",
         ),
-    ],
+    ] = None,
     text: Annotated[bool, typer.Option("--text", help="Treat the file as plain text.")] = False,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Train on an uploaded dataset (its id) instead of a file."),
+    ] = None,
     architecture: Annotated[Architecture | None, hp_option("architecture", metavar="ARCH")] = None,
     cell: Annotated[Cell | None, hp_option("cell")] = None,
     embedding_size: Annotated[int | None, hp_option("embedding_size")] = None,
@@ -433,12 +439,9 @@ def train_command(
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
-    """Start a training job from a data file; --follow shows it learn, epoch by epoch."""
-    try:
-        data = read_training_data(data_file, text=text)
-    except (DataFileError, UnicodeDecodeError) as exc:
-        complain("error:", str(exc))
-        raise typer.Exit(EXIT_REFUSED) from exc
+    """Start a training job from a data file or an uploaded dataset; --follow shows it
+    learn, epoch by epoch."""
+    source = training_source(data_file, dataset, text=text)
     given = {
         "architecture": architecture,
         "cell": cell,
@@ -459,7 +462,7 @@ def train_command(
         "seed": seed,
     }
     hyperparameters = {k: v for k, v in given.items() if v is not None}
-    spec = {"model_name": model_name, "data": data, "hyperparameters": hyperparameters}
+    spec = {"model_name": model_name, **source, "hyperparameters": hyperparameters}
     with connected(url, api_key) as client:
         job = client.train(spec)
         if as_json:
@@ -470,6 +473,21 @@ def train_command(
             emit(f"job {job['id']} queued")
         if follow:
             watch(client, job, as_json=as_json, quiet=quiet)
+
+
+def training_source(data_file: Path | None, dataset: str | None, *, text: bool) -> dict[str, Any]:
+    """``{"data": ...}`` read from the file, or ``{"dataset": id}``: exactly one."""
+    if (data_file is None) == (dataset is None):
+        complain("error:", "give a data file or --dataset ID, one of them")
+        raise typer.Exit(EXIT_REFUSED)
+    if dataset is not None:
+        return {"dataset": dataset}
+    assert data_file is not None
+    try:
+        return {"data": read_training_data(data_file, text=text)}
+    except (DataFileError, UnicodeDecodeError) as exc:
+        complain("error:", str(exc))
+        raise typer.Exit(EXIT_REFUSED) from exc
 
 
 @cli.command("follow")
@@ -936,6 +954,88 @@ def import_command(
         emit(version["version"])
     else:
         emit(f"imported as {model_name} version {version['version']}")
+
+
+datasets = typer.Typer(help="Upload training data once and train on it by id.")
+cli.add_typer(datasets, name="datasets", no_args_is_help=True)
+DatasetKindOption = Annotated[
+    str | None,
+    typer.Option("--kind", help="text, pairs or labels; default: text, pairs for CSV/TSV/JSONL."),
+]
+DatasetFormatOption = Annotated[
+    str | None, typer.Option("--format", help="text, csv, tsv or jsonl; default: the suffix's.")
+]
+ROW_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+
+
+@datasets.command("upload")
+def datasets_upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file.")],
+    kind: DatasetKindOption = None,
+    format: DatasetFormatOption = None,  # noqa: A002 (the option's public name)
+    name: Annotated[str | None, typer.Option("--name", help="A name to know it by.")] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Upload a file as a dataset (streamed); the same file twice is the same dataset."""
+    suffix_format = ROW_FORMATS.get(path.suffix.lower())
+    kind = kind or ("pairs" if suffix_format else "text")
+    format = format or (suffix_format if kind != "text" else "text")
+    with connected(url, api_key) as client:
+        dataset = client.upload_dataset(path, kind=kind, format=format, name=name)
+    if as_json:
+        emit_json(dataset)
+    elif quiet:
+        emit(dataset["id"])
+    else:
+        emit(f"dataset {dataset['id']}: {dataset['kind']}, {dataset['characters']} characters")
+
+
+@datasets.command("list")
+def datasets_list(
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """List datasets, newest first (-q: ids)."""
+    with connected(url, api_key) as client:
+        page = client.datasets(limit=500)
+    if as_json:
+        emit_json(page)
+        return
+    rows = [
+        (d["id"], d["kind"], d["name"] or "", str(d["characters"]), minute(d["created_at"]))
+        for d in page["items"]
+    ]
+    show_rows(("id", "kind", "name", "characters", "created"), rows, quiet=quiet)
+
+
+@datasets.command("show")
+def datasets_show(
+    dataset_id: str,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """One dataset, as JSON."""
+    with connected(url, api_key) as client:
+        emit_json(client.dataset(dataset_id))
+
+
+@datasets.command("delete")
+def datasets_delete(
+    dataset_id: str,
+    quiet: QuietOption = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Delete a dataset (refused while a job trains on it)."""
+    with connected(url, api_key) as client:
+        client.delete_dataset(dataset_id)
+    if not quiet:
+        emit(f"deleted dataset {dataset_id}")
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ FINAL = ("succeeded", "failed", "cancelled")
 RECONNECTS = 5  # streams in a row that may end or fail without bringing a new epoch
 RECONNECT_PAUSE = (0.5, 1, 2, 4, 8)  # seconds before each of them: a restart takes a few
 Event = tuple[str, dict[str, Any]]
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+UPLOAD_READ_SECONDS = 600.0  # the server reads a large dataset through before it answers
 
 
 class ClientError(Exception):
@@ -172,6 +174,33 @@ class Client:
     def evaluate(self, name: str, version: int, body: dict[str, Any]) -> dict[str, Any]:
         path = f"/models/{name}/versions/{version}/evaluate"
         return self.request("POST", path, json=body)  # type: ignore[no-any-return]
+
+    # --- datasets ---------------------------------------------------------------------------
+
+    def upload_dataset(self, path: Path, **params: str | None) -> dict[str, Any]:
+        """Stream ``path`` as the body (never read whole); ``params``: kind, format, name."""
+        given = {k: v for k, v in params.items() if v is not None}
+        size = str(path.stat().st_size)  # declared, so that an oversized file is refused at once
+        with path.open("rb") as handle:
+            chunks = iter(lambda: handle.read(UPLOAD_CHUNK_BYTES), b"")
+            return self.request(  # type: ignore[no-any-return]
+                "POST",
+                "/datasets",
+                content=chunks,
+                params=given,
+                headers={"Content-Length": size, "Content-Type": "application/octet-stream"},
+                timeout=httpx.Timeout(self.http.timeout.connect, read=UPLOAD_READ_SECONDS),
+            )
+
+    def datasets(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        params = {"limit": limit, "offset": offset}
+        return self.request("GET", "/datasets", params=params)  # type: ignore[no-any-return]
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/datasets/{dataset_id}")  # type: ignore[no-any-return]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/datasets/{dataset_id}")
 
     def predict(self, model_name: str, inputs: list[str], **options: Any) -> dict[str, Any]:
         body = {"model_name": model_name, "inputs": inputs, **options}

@@ -27,7 +27,7 @@ from app.api.observability import (
     RegistryCollector,
 )
 from app.api.openapi import install_openapi, operation_id
-from app.api.routes import health, jobs, models, predict, train
+from app.api.routes import datasets, health, jobs, models, predict, train
 from app.api.routes.playground import install_playground
 from app.cpus import available_cpus
 from app.jobs.runner import make_runner
@@ -68,6 +68,11 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
             settings.max_concurrent_evaluations,
             "evaluations",
             "CHARNN_MAX_CONCURRENT_EVALUATIONS",
+        ),
+        dataset_uploads=ConcurrencyLimit(
+            settings.max_concurrent_dataset_uploads,
+            "dataset uploads",
+            "CHARNN_MAX_CONCURRENT_DATASET_UPLOADS",
         ),
         events=JobEvents(registry, settings.event_poll_seconds, settings.max_event_streams),
     )
@@ -161,8 +166,9 @@ def create_app(settings: Settings | None = None) -> CharnnApp:
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
         max_import_bytes=settings.max_import_bytes + settings.max_import_meta_bytes,
+        max_dataset_bytes=settings.max_dataset_bytes,
     )
-    routers = [module.router for module in (predict, health, train, jobs, models)]
+    routers = [module.router for module in (predict, health, train, jobs, models, datasets)]
     keyed_routes = [route for router in routers for route in router.routes]
     app.add_middleware(AccessControl, routes=keyed_routes, authorizer=app.state.authorizer)
     app.add_middleware(RequestGuardMiddleware, guard=app.state.guard)

@@ -77,6 +77,9 @@ class JobPublic(BaseModel):
     cancel_requested: bool
     error: str | None
     version: int | None = Field(description="The model version the job created.")
+    dataset: str | None = Field(
+        None, description="The uploaded dataset it trains on; null for inline data."
+    )
     hyperparameters: Hyperparameters
     history: list[EpochPublic] | None = Field(
         None,
@@ -251,9 +254,11 @@ class EvaluationPublic(BaseModel):
     model_name: str
     version: int
     task: str = Field(description="pairs (transduction) or text (next character).")
-    source: Literal["data", "validation"] = Field(
-        description="data: the request's examples; validation: the version's held-out split."
+    source: Literal["data", "validation", "dataset"] = Field(
+        description="data: the request's examples; validation: the version's held-out split "
+        "(of its training data, or of the dataset given); dataset: a whole uploaded dataset."
     )
+    dataset: str | None = Field(description="The uploaded dataset scored, if one was.")
     seq_len: int | None = Field(
         description="text: the length of the windows scored (the version's seq_len, each "
         "window's first character predicted from a fresh state, as in training); pairs: null."
@@ -296,6 +301,7 @@ def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:
         version=evaluation.version,
         task=score.task,
         source=evaluation.source,
+        dataset=evaluation.dataset,
         seq_len=evaluation.seq_len,
         nll=score.nll,
         bits_per_character=score.bits_per_character,
@@ -379,6 +385,7 @@ def job_public(
         cancel_requested=job.cancel_requested,
         error=job.error,
         version=job.version,
+        dataset=job.dataset_id,
         hyperparameters=Hyperparameters.model_validate(hyperparameters),
         history=None if history is None else [epoch_public(row) for row in history],
         created_at=job.created_at,
@@ -490,3 +497,30 @@ def detail_json(prediction: Prediction) -> str:
         )
         top_k = "[" + ",".join(positions) + "]"
     return f'{{"probabilities":{probabilities},"top_k":{top_k}}}'
+
+
+class DatasetPublic(BaseModel):
+    """An uploaded dataset; train on it with ``POST /train {"dataset": id}``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(
+        description="Derived from kind, format and sha256: the same upload, the same id."
+    )
+    name: str | None = Field(description="The name given at upload, if any.")
+    kind: str = Field(description="text, pairs (input,target) or labels (input,label).")
+    format: str = Field(description="How the file was read: text, csv, tsv or jsonl.")
+    sha256: str = Field(description="Of the uploaded file.")
+    size_bytes: int = Field(description="Of the uploaded file.")
+    characters: int = Field(description="Characters of text, or of the rows' inputs.")
+    examples: int = Field(description="Rows of pairs or labels; 0 for text.")
+    vocab_size: int = Field(description="Distinct characters (of the inputs, for rows).")
+    labels: int = Field(description="Distinct labels (labels datasets); 0 otherwise.")
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+    limit: int
+    offset: int

@@ -163,6 +163,17 @@ class Settings(BaseSettings):
         le=1024,
         description="Evaluate calls scoring at once (each in a worker thread); more get 429.",
     )
+    max_dataset_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Size of one uploaded dataset file."
+    )
+    max_datasets_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Uploaded size of all stored datasets together; an upload past it gets 413.",
+    )
+    max_concurrent_dataset_uploads: int = Field(
+        2, ge=1, le=1024, description="Dataset uploads received at once; more get 429."
+    )
     batch_max_size: int = Field(
         64, ge=1, le=4096, description="Sequences one batched forward pass may hold."
     )

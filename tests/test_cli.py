@@ -464,3 +464,42 @@ def test_evaluate_a_version_on_a_file_or_its_held_out_split(
     assert "give one of --text FILE, --data FILE or --split validation" in no_source.stderr
     assert no_version.returncode == 2
     assert "has no version 2" in no_version.stderr
+
+
+def test_upload_a_dataset_train_on_it_list_and_delete_it(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    (tmp_path / "pairs.csv").write_text("input,target\nhello,ohlol\n")
+
+    uploaded = charnn(server, "datasets", "upload", "pairs.csv", "--name", "hi", "-q", cwd=tmp_path)
+    dataset = uploaded.stdout.strip()
+    trained = charnn(
+        server,
+        "train",
+        "hello",
+        "--dataset",
+        dataset,
+        "--architecture",
+        "rnn_cell",
+        "--learning-rate",
+        "0.1",
+        "--seed",
+        "1",
+        "--follow",
+        cwd=tmp_path,
+    )
+    listed = charnn(server, "datasets", "list", cwd=tmp_path)
+    shown = charnn(server, "datasets", "show", dataset, cwd=tmp_path)
+    deleted = charnn(server, "datasets", "delete", dataset, cwd=tmp_path)
+    both = charnn(server, "train", "hello", "pairs.csv", "--dataset", dataset, cwd=tmp_path)
+
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert re.fullmatch(r"[0-9a-f]{32}", dataset)
+    assert trained.returncode == 0, trained.stderr
+    assert "hello version 1 is ready" in trained.stdout
+    assert dataset in listed.stdout
+    assert "hi" in listed.stdout
+    assert json.loads(shown.stdout)["kind"] == "pairs"
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, f"deleted dataset {dataset}")
+    assert both.returncode == 2
+    assert "one of them" in both.stderr

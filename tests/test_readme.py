@@ -41,4 +41,6 @@ def test_the_curl_examples_work_against_a_live_server(
     )  # the classifier
     assert '"model_name":"hello-copy","version":1' in run.stdout
     assert "event: end" in run.stdout
+    assert '"kind":"text","format":"text","sha256":' in run.stdout  # the uploaded dataset
+    assert '"model_name":"fox-corpus"' in run.stdout
     assert '"after":10,"limit":2,"next_after":12}' in run.stdout  # the epochs page

@@ -34,6 +34,7 @@ class Services:
     imports: ConcurrencyLimit
     evaluator: Evaluator
     evaluations: ConcurrencyLimit
+    dataset_uploads: ConcurrencyLimit
     events: JobEvents
 
 

@@ -123,7 +123,8 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
         case UnknownCharactersError():
             return unknown_characters(exc, data_prefix)
         case DataError():
-            field = exc.field if exc.field == "vocab" else data_prefix + exc.field
+            own_field = exc.field in ("vocab", "dataset")  # beside ``data``, not in it
+            field = exc.field if own_field else data_prefix + exc.field
             return field_error(field, exc.message, "invalid_data")
         case UploadTooLargeError():
             return message(status.HTTP_413_CONTENT_TOO_LARGE, exc)
@@ -219,10 +220,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "The body cannot be parsed at all (not UTF-8, or broken multipart)",
     401: "Missing or invalid API key",
     403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
-    404: "No such model, version or job",
-    409: "The model is being trained, the job has ended, or a version has no held-out split",
+    404: "No such model, version, job or dataset",
+    409: "The model is being trained, the job has ended, a version has no held-out split, "
+    "or a job trains on the dataset",
     413: "Body larger than CHARNN_MAX_BODY_BYTES; an imported file larger than "
-    "CHARNN_MAX_IMPORT_BYTES (weights) or CHARNN_MAX_IMPORT_META_BYTES (checkpoint.json)",
+    "CHARNN_MAX_IMPORT_BYTES (weights) or CHARNN_MAX_IMPORT_META_BYTES (checkpoint.json); "
+    "a dataset larger than CHARNN_MAX_DATASET_BYTES, or one the store has no room for "
+    "(CHARNN_MAX_DATASETS_BYTES)",
     415: "The body is not of a media type this operation reads",
     429: "Too many requests (a full queue, concurrent imports or evaluations, the per-key "
     "rate); see Retry-After",

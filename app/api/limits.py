@@ -15,6 +15,7 @@ from app.api.errors import send_refusal
 from app.errors import TooManyRequestsError
 
 IMPORT_ROUTE = re.compile(r"^/models/[^/]+/versions/?$")
+DATASET_ROUTE = re.compile(r"^/datasets/?$")
 MULTIPART_OVERHEAD = 1024 * 1024
 
 
@@ -30,13 +31,21 @@ class BodySizeLimit:
     """Refuse bodies over the limit: at once by Content-Length, else while they stream in.
 
     Checkpoint imports have their own limit: ``max_import_bytes``, the sum of their files'
-    limits (each file's own is enforced as it streams in, ``app.api.uploads``).
+    limits (each file's own is enforced as it streams in, ``app.api.uploads``); dataset
+    uploads theirs, ``max_dataset_bytes`` (the body is the file).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_import_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_import_bytes: int,
+        max_dataset_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_import_bytes = max_import_bytes + MULTIPART_OVERHEAD
+        self.max_dataset_bytes = max_dataset_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,6 +54,8 @@ class BodySizeLimit:
         limit, setting = self.max_body_bytes, "CHARNN_MAX_BODY_BYTES"
         if scope["method"] == "POST" and IMPORT_ROUTE.match(scope["path"]):
             limit, setting = self.max_import_bytes, "CHARNN_MAX_IMPORT_BYTES"
+        elif scope["method"] == "POST" and DATASET_ROUTE.match(scope["path"]):
+            limit, setting = self.max_dataset_bytes, "CHARNN_MAX_DATASET_BYTES"
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await send_refusal(send, BodyTooLarge(limit, setting))

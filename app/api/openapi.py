@@ -98,7 +98,10 @@ def data_variant(train: Schema, components: Schema, field: str) -> Schema:
 def data_variants(train: Schema, components: Schema, field: str) -> list[Schema]:
     """The variants of ``data`` (pairs with targets, pairs with labels, text) that hold
     ``field``."""
-    variants = [resolve(v, components) for v in train["properties"]["data"]["oneOf"]]
+    data = train["properties"]["data"]
+    # ``data`` may be null (a dataset given instead): its variants are in the non-null branch
+    union = next((b for b in data.get("anyOf", []) if "oneOf" in b), data)
+    variants = [resolve(v, components) for v in union["oneOf"]]
     found = [v for v in variants if field in v["properties"]]
     if not found:
         raise KeyError(field)

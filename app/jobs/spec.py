@@ -9,6 +9,8 @@ registry stores, so a worker on any machine rebuilds exactly the same dataset.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -17,6 +19,7 @@ from pydantic import (
     Discriminator,
     Field,
     JsonValue,
+    PrivateAttr,
     Tag,
     ValidationInfo,
     model_validator,
@@ -26,6 +29,8 @@ from typing_extensions import TypedDict
 from app.ml.data import Dataset, Task, classify_dataset, pairs_dataset, text_dataset
 from app.ml.hyperparameters import ONE_HOT_ARCHITECTURES, Hyperparameters, text_defaults
 from app.ml.vocab import MAX_LABEL_LENGTH, Label, Vocab
+from app.store.dataset_reader import load_dataset
+from app.store.datasets import DATASET_ID_PATTERN
 from app.store.layout import MODEL_NAME_PATTERN
 
 ModelName = Annotated[
@@ -38,6 +43,17 @@ ModelName = Annotated[
         examples=["hello"],
     ),
 ]
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the registry knows of a job's uploaded dataset, for the checks before queueing."""
+
+    kind: str
+    characters: int
+    examples: int  # rows (pairs, labels)
+    longest: int  # the longest row's input (pairs are padded to it)
+    labels: int = 0  # distinct labels (labels datasets)
 
 
 class Pair(TypedDict):
@@ -141,6 +157,8 @@ TEXT_IS_NOT_BIDIRECTIONAL: dict[str, Any] = {
         "properties": {"hyperparameters": {"properties": {"bidirectional": {"const": False}}}}
     },
 }
+# exactly one of the two sources of training data (see _data_or_dataset)
+DATA_OR_DATASET: dict[str, Any] = {"oneOf": [{"required": ["data"]}, {"required": ["dataset"]}]}
 # a classifier encodes its input into one state to classify: no one-hot variant does that
 CLASSIFIER_IS_AN_ENCODER: dict[str, Any] = {
     "if": {
@@ -172,6 +190,7 @@ TRAINING_RULES: list[JsonValue] = [
     TEXT_IS_NOT_BIDIRECTIONAL,
     CLASSIFIER_IS_AN_ENCODER,
     VOCAB_FITS_THE_DATA,
+    DATA_OR_DATASET,
 ]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:(0|[1-9][0-9]?))?)$"
 
@@ -184,7 +203,15 @@ class JobSpec(BaseModel):
     )
 
     model_name: ModelName
-    data: TrainingData
+    data: TrainingData | None = Field(
+        None, description="The training data inline (small jobs); or give ``dataset`` instead."
+    )
+    dataset: str | None = Field(
+        None,
+        pattern=DATASET_ID_PATTERN,
+        description="The id of an uploaded dataset (POST /datasets) to train on, "
+        "instead of inline ``data``.",
+    )
     vocab: Vocab | None = Field(
         None,
         description="Input and output vocabularies (for labeled pairs: input and labels); "
@@ -204,6 +231,10 @@ class JobSpec(BaseModel):
         description="Where to train: auto, cpu or cuda[:N]; default: the service's setting.",
     )
 
+    # from the validation context ("dataset"), given where the dataset was looked up
+    # (``app.jobs.submit``); a worker, which reads the dataset itself, goes without
+    _dataset_facts: DatasetFacts | None = PrivateAttr(None)
+
     @model_validator(mode="before")
     @classmethod
     def _one_kind_of_pairs(cls, value: Any) -> Any:
@@ -222,15 +253,15 @@ class JobSpec(BaseModel):
         as the job will use them. A service whose limits are below a text default
         (``hyperparameter_limits`` in the validation context) gives its limit instead.
         """
-        if not isinstance(value, dict) or _data_kind(value.get("data")) != "text":
+        characters = _text_characters(value, info)
+        if characters is None:
             return value
-        text = value["data"]["text"] if isinstance(value["data"], dict) else value["data"].text
         given = value.get("hyperparameters", {})
         if isinstance(given, Hyperparameters):
             given = given.model_dump(include=given.model_fields_set)
-        if not isinstance(given, dict) or not isinstance(text, str):
+        if not isinstance(given, dict):
             return value  # not what it should be: left to validation to refuse
-        defaults = text_defaults(len(text))
+        defaults = text_defaults(characters)
         limits = (info.context or {}).get("hyperparameter_limits", {})
         for name, limit in limits.items():
             if name in defaults:
@@ -242,8 +273,20 @@ class JobSpec(BaseModel):
         return {**value, "hyperparameters": {**defaults, **given}}
 
     @model_validator(mode="after")
+    def _data_or_dataset(self, info: ValidationInfo) -> Self:
+        if (self.data is None) == (self.dataset is None):
+            raise ValueError(
+                "give the training data either inline as 'data' or as the id of an uploaded "
+                "'dataset', exactly one of them"
+            )
+        facts = (info.context or {}).get("dataset")
+        if self.dataset is not None and isinstance(facts, DatasetFacts):
+            self._dataset_facts = facts
+        return self
+
+    @model_validator(mode="after")
     def _no_peeking_at_the_future(self) -> Self:
-        if isinstance(self.data, TextData) and self.hyperparameters.bidirectional:
+        if self.is_text and self.hyperparameters.bidirectional:
             raise ValueError(
                 "hyperparameters.bidirectional would let a text model read the character it "
                 "must predict; use it with aligned pairs only"
@@ -275,10 +318,36 @@ class JobSpec(BaseModel):
         return self
 
     @property
+    def is_text(self) -> bool:
+        """Next-character modelling: inline text, or a text dataset (once looked up)."""
+        facts = self.dataset_facts
+        return isinstance(self.data, TextData) or (facts is not None and facts.kind == "text")
+
+    @property
+    def dataset_facts(self) -> DatasetFacts | None:
+        return self._dataset_facts
+
+    @property
     def characters(self) -> int:
         if isinstance(self.data, TextData):
             return len(self.data.text)
-        return sum(len(p["input"]) for p in self.data.pairs)
+        if isinstance(self.data, PairsData):
+            return sum(len(p["input"]) for p in self.data.pairs)
+        return self._dataset_facts.characters if self._dataset_facts else 0
+
+
+def _text_characters(value: Any, info: ValidationInfo) -> int | None:
+    """The characters of a text job's data, before validation; None for other jobs."""
+    if not isinstance(value, dict):
+        return None
+    if _data_kind(value.get("data")) == "text":
+        data = value["data"]
+        text = data["text"] if isinstance(data, dict) else data.text
+        return len(text) if isinstance(text, str) else None
+    facts = (info.context or {}).get("dataset")
+    if value.get("dataset") is not None and isinstance(facts, DatasetFacts):
+        return facts.characters if facts.kind == "text" else None
+    return None
 
 
 def task_of(data: TrainingData) -> Task:
@@ -298,6 +367,13 @@ def encode_data(data: TrainingData, seq_len: int, vocab: Vocab | None) -> Datase
     return pairs_dataset([(p["input"], p["target"]) for p in data.pairs], vocab)
 
 
-def build_dataset(spec: JobSpec) -> Dataset:
-    """Encode the job's data; raises the engine's DataError / UnknownCharactersError."""
+def build_dataset(spec: JobSpec, store_dir: Path | None = None) -> Dataset:
+    """Encode the job's data, or load its dataset from the store under ``store_dir``;
+    raises the engine's DataError / UnknownCharactersError."""
+    if spec.dataset is not None:
+        if store_dir is None:
+            raise ValueError("a job on a stored dataset needs the store's directory")
+        _, dataset = load_dataset(store_dir, spec.dataset, spec.hyperparameters.seq_len, spec.vocab)
+        return dataset
+    assert spec.data is not None  # _data_or_dataset
     return encode_data(spec.data, spec.hyperparameters.seq_len, spec.vocab)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.errors import LimitExceededError
+from app.errors import InvalidRequestError, LimitExceededError
 from app.jobs.runner import JobRunner
-from app.jobs.spec import JobSpec, LabelsData, PairsData, build_dataset
+from app.jobs.spec import DatasetFacts, JobSpec, LabelsData, PairsData, build_dataset
 from app.ml.model import ModelConfig, estimate_parameters
 from app.ml.train import estimate_seconds
 from app.settings import Settings
@@ -46,6 +46,24 @@ def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings
     return parameters
 
 
+def with_dataset(spec: JobSpec, settings: Settings, registry: Registry) -> JobSpec:
+    """The job again, knowing its dataset: text defaults from the dataset's characters,
+    and its kind and size for the checks that follow. Jobs on inline data as they are."""
+    if spec.dataset is None:
+        return spec
+    row = registry.find_dataset(spec.dataset)
+    if row is None:
+        raise InvalidRequestError(
+            "dataset", f"no dataset {spec.dataset}; upload one with POST /datasets"
+        )
+    limits = {name: getattr(settings, setting) for name, setting in HYPERPARAMETER_LIMITS.items()}
+    facts = DatasetFacts(row.kind, row.characters, row.examples, row.longest, row.labels)
+    context = {"dataset": facts, "hyperparameter_limits": limits}
+    # what the client gave (the defaults it left out are the dataset's to fill)
+    given = spec.model_dump(mode="json", exclude_unset=True)
+    return JobSpec.model_validate(given, context=context)
+
+
 def check_limits(spec: JobSpec, settings: Settings) -> None:
     if isinstance(spec.data, PairsData | LabelsData) and (
         len(spec.data.pairs) > settings.max_training_pairs
@@ -55,6 +73,12 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
             f"{len(spec.data.pairs)} pairs, at most {settings.max_training_pairs} allowed",
             "CHARNN_MAX_TRAINING_PAIRS",
         )
+    facts = spec.dataset_facts
+    if facts is not None and facts.kind == "text":
+        return  # memory-mapped by the worker: bounded by CHARNN_MAX_DATASET_BYTES at upload
+    if facts is not None:  # rows, read whole and padded, as inline pairs are
+        check_rows(facts, settings)
+        check_labels(facts.labels, "dataset", settings)
     if spec.characters > settings.max_training_chars:
         raise LimitExceededError(
             "data",
@@ -64,17 +88,33 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
     if isinstance(spec.data, PairsData | LabelsData):
         check_padded_pairs(spec.data, settings)
     if isinstance(spec.data, LabelsData):
-        check_labels(spec.data, settings)
+        check_labels(len({pair["label"] for pair in spec.data.pairs}), "data.pairs", settings)
 
 
-def check_labels(data: LabelsData, settings: Settings) -> None:
+def check_labels(labels: int, field: str, settings: Settings) -> None:
     """A classifier's head grows with its labels: bounded before anything is encoded."""
-    labels = {pair["label"] for pair in data.pairs}
-    if len(labels) > settings.max_training_labels:
+    if labels > settings.max_training_labels:
         raise LimitExceededError(
-            "data.pairs",
-            f"{len(labels)} distinct labels, at most {settings.max_training_labels} allowed",
+            field,
+            f"{labels} distinct labels, at most {settings.max_training_labels} allowed",
             "CHARNN_MAX_TRAINING_LABELS",
+        )
+
+
+def check_rows(facts: DatasetFacts, settings: Settings) -> None:
+    if facts.examples > settings.max_training_pairs:
+        raise LimitExceededError(
+            "dataset",
+            f"{facts.examples} rows, at most {settings.max_training_pairs} allowed",
+            "CHARNN_MAX_TRAINING_PAIRS",
+        )
+    padded = facts.examples * facts.longest
+    if padded > settings.max_training_chars:
+        raise LimitExceededError(
+            "dataset",
+            f"{facts.examples} rows padded to the longest ({facts.longest} characters) make "
+            f"{padded} characters, at most {settings.max_training_chars} allowed",
+            "CHARNN_MAX_TRAINING_CHARS",
         )
 
 
@@ -94,8 +134,10 @@ def check_padded_pairs(data: PairsData | LabelsData, settings: Settings) -> None
 
 def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: JobRunner) -> JobRow:
     """Validate the data against its vocabulary and queue the job."""
+    spec = with_dataset(spec, settings, registry)
     check_limits(spec, settings)
-    dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
+    # unknown characters, misaligned pairs, a vocabulary short of the dataset's: refused now
+    dataset = build_dataset(spec, settings.store_dir)
     config = ModelConfig.from_hyperparameters(spec.hyperparameters, dataset.vocab)
     parameters = check_hyperparameters(spec, config, settings)
     device = spec.device or settings.device
@@ -108,6 +150,7 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
         epochs=spec.hyperparameters.epochs,
         max_attempts=settings.job_max_attempts,
         max_queued=settings.max_queued_jobs,  # counted and enforced in one transaction
+        dataset_id=spec.dataset,
         estimated_seconds=estimate_seconds(
             # a worker elsewhere (rq) has threads of its own; these are this machine's
             spec.hyperparameters,

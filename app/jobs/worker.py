@@ -127,7 +127,7 @@ def _run(
 ) -> JobStatus:
     job = registry.get_job(job_id)
     spec = JobSpec.model_validate(job.request)
-    dataset = build_dataset(spec)
+    dataset = build_dataset(spec, settings.store_dir)  # a stored one from the shared store
     device = resolve_device(job.device)
     session = _start_or_resume(registry, layout, job_id, owner, spec, dataset, device)
     started = (job.started_at or utcnow()).timestamp()  # the first attempt's start

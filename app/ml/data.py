@@ -9,6 +9,12 @@ targets are (N,) rather than (N, T_max).
 
 Rows of a batch are right-padded; padded targets hold ``IGNORE_INDEX`` so they
 never count towards loss or accuracy, and ``lengths`` lets the models pack.
+
+Two kinds of examples share one interface (``len``, ``characters``, ``width``,
+``subset``, ``batch``, ``sample``): ``Examples`` holds every row padded in memory;
+``TextWindows`` holds only the window starts over one 1-D array of character ids (a
+memory map for an uploaded dataset), so a corpus of 100 MB trains in bounded memory:
+a batch gathers its windows from the array when it is asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from app.ml.errors import DataError
@@ -43,6 +51,11 @@ class Examples:
     def characters(self) -> int:
         return int(self.lengths.sum())
 
+    @property
+    def width(self) -> int:
+        """The longest row."""
+        return self.inputs.size(1)
+
     def subset(self, index: torch.Tensor) -> Examples:
         return Examples(
             self.inputs[index],
@@ -50,6 +63,79 @@ class Examples:
             self.lengths[index],
             [self.texts[i] for i in index.tolist()],
         )
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        """The rows ``index``, trimmed to their longest so padding stays small."""
+        lengths = self.lengths[index]
+        width = int(lengths.max())
+        targets = self.targets[index]
+        if targets.dim() == 2:  # per character; a classifier's (B,) labels have no width
+            targets = targets[:, :width]
+        return Batch(self.inputs[index, :width], targets, lengths)
+
+    def sample(self, i: int) -> tuple[str, torch.Tensor]:
+        """Example ``i`` as text and as input ids (1, T), for sample predictions."""
+        length = int(self.lengths[i])
+        return self.texts[i], self.inputs[i : i + 1, :length]
+
+
+class TextWindows:
+    """Next-character windows over ``ids``, a 1-D array of character ids: window ``k``
+    starts at ``starts[k]``, reads ``seq_len`` ids (fewer at the end) and its targets are
+    the same ids shifted by one. ``table`` maps the array's ids to the vocabulary's when
+    they differ (a job's own vocabulary over a stored dataset)."""
+
+    def __init__(
+        self,
+        ids: npt.NDArray[np.integer],
+        seq_len: int,
+        vocab: Vocab,
+        starts: npt.NDArray[np.int64] | None = None,
+        table: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        self.ids, self.seq_len, self.vocab, self.table = ids, seq_len, vocab, table
+        # the same starts as inline text: 0, seq_len, 2 * seq_len, ... before the last id
+        self.starts = np.arange(0, len(ids) - 1, seq_len) if starts is None else starts
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _lengths(self, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return np.minimum(self.seq_len, len(self.ids) - 1 - starts)
+
+    @property
+    def characters(self) -> int:
+        return int(self._lengths(self.starts).sum())
+
+    @property
+    def width(self) -> int:
+        return int(self._lengths(self.starts).max(initial=0))
+
+    def subset(self, index: torch.Tensor) -> TextWindows:
+        starts = self.starts[index.numpy()]
+        return TextWindows(self.ids, self.seq_len, self.vocab, starts, self.table)
+
+    def _gather(self, starts: npt.NDArray[np.int64], width: int) -> torch.Tensor:
+        """ids[start : start + width] for every start, clipped at the end: (B, width)."""
+        positions = np.minimum(starts[:, None] + np.arange(width), len(self.ids) - 1)
+        ids = np.asarray(self.ids[positions], dtype=np.int64)  # reads only these windows
+        return torch.from_numpy(ids if self.table is None else self.table[ids])
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        starts = self.starts[index.numpy()]
+        lengths = torch.from_numpy(self._lengths(starts).astype(np.int64))
+        width = int(lengths.max())
+        past_end = torch.arange(width) >= lengths[:, None]  # (B, width) padding
+        inputs = self._gather(starts, width).masked_fill(past_end, 0)
+        targets = self._gather(starts + 1, width).masked_fill(past_end, IGNORE_INDEX)
+        return Batch(inputs, targets, lengths)
+
+    def sample(self, i: int) -> tuple[str, torch.Tensor]:
+        inputs = self.batch(torch.tensor([i])).inputs  # (1, T)
+        return "".join(self.vocab.input[j] for j in inputs[0].tolist()), inputs
+
+
+ExampleSet = Examples | TextWindows
 
 
 @dataclass(frozen=True)
@@ -70,7 +156,7 @@ class Batch:
 class Dataset:
     task: Task
     vocab: Vocab
-    examples: Examples
+    examples: ExampleSet
 
 
 def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
@@ -152,7 +238,7 @@ def classify_dataset(pairs: Sequence[tuple[str, str]], vocab: Vocab | None = Non
     return Dataset("classify", vocab, examples)
 
 
-def split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples | None]:
+def split(examples: ExampleSet, fraction: float, seed: int) -> tuple[ExampleSet, ExampleSet | None]:
     """Hold out ``floor(fraction * N)`` examples at random (same seed, same split)."""
     held_out = int(fraction * len(examples))
     if held_out == 0:
@@ -161,13 +247,7 @@ def split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Exa
     return examples.subset(order[held_out:]), examples.subset(order[:held_out])
 
 
-def batches(examples: Examples, order: torch.Tensor, batch_size: int) -> Iterator[Batch]:
+def batches(examples: ExampleSet, order: torch.Tensor, batch_size: int) -> Iterator[Batch]:
     """Slices of ``order``, each trimmed to its longest row so padding stays small."""
     for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        lengths = examples.lengths[index]
-        width = int(lengths.max())
-        targets = examples.targets[index]
-        if targets.dim() == 2:  # per character; a classifier's (B,) labels have no width
-            targets = targets[:, :width]
-        yield Batch(examples.inputs[index, :width], targets, lengths)
+        yield examples.batch(order[start : start + batch_size])

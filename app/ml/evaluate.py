@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from app.ml.data import IGNORE_INDEX, Batch, Examples, batches
+from app.ml.data import IGNORE_INDEX, Batch, ExampleSet, batches
 
 LossPer = Literal["characters", "sequences"]
 
@@ -122,9 +122,9 @@ SCORERS: dict[str, Scorer] = {
 POSITIONS_PER_BATCH = 16_384
 
 
-def rows_per_batch(examples: Examples, positions: int = POSITIONS_PER_BATCH) -> int:
+def rows_per_batch(examples: ExampleSet, positions: int = POSITIONS_PER_BATCH) -> int:
     """As many rows as fit ``positions``, each padded to the longest of ``examples``."""
-    return max(1, positions // max(1, examples.inputs.size(1)))
+    return max(1, positions // max(1, examples.width))
 
 
 def loss_per(task: str, architecture: str) -> LossPer:
@@ -138,7 +138,7 @@ def evaluate(
     model: nn.Module,
     task: str,
     architecture: str,
-    examples: Examples,
+    examples: ExampleSet,
     *,
     batch_size: int,
     device: torch.device | None = None,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from app.ml.checkpoint import Checkpoint, TrainingState
-from app.ml.data import IGNORE_INDEX, Batch, Dataset, Examples, batches, split
+from app.ml.data import IGNORE_INDEX, Batch, Dataset, ExampleSet, batches, split
 from app.ml.errors import TrainingDivergedError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.metrics import EpochMetrics
@@ -141,8 +141,8 @@ class TrainingSession:
     device: torch.device
     seed: int
     shuffle: torch.Generator  # orders the examples of each epoch
-    train_examples: Examples
-    val_examples: Examples | None
+    train_examples: ExampleSet
+    val_examples: ExampleSet | None
     epoch: int = 0  # epochs completed
     history: list[EpochMetrics] = field(default_factory=list)
 
@@ -265,7 +265,7 @@ def run_epoch(session: TrainingSession, should_stop: Callable[[], bool]) -> Tall
 
 
 @torch.inference_mode()
-def evaluate(session: TrainingSession, examples: Examples) -> Tally:
+def evaluate(session: TrainingSession, examples: ExampleSet) -> Tally:
     session.model.eval()
     tally = Tally(loss=torch.zeros((), device=session.device))
     order = torch.arange(len(examples))
@@ -282,9 +282,8 @@ def evaluate(session: TrainingSession, examples: Examples) -> Tally:
 def predict_sample(session: TrainingSession) -> tuple[str, str]:
     """The first training example and what the model now makes of it (for a classifier:
     its label)."""
-    text = session.train_examples.texts[0]
-    length = len(text)
-    ids = session.train_examples.inputs[:1, :length].to(session.device)
+    text, ids = session.train_examples.sample(0)
+    ids = ids.to(session.device)
     session.model.eval()
     logits, _ = session.model(ids)
     labels = session.dataset.vocab.labels
@@ -341,13 +340,13 @@ SECONDS_AROUND_EACH_EPOCH_PER_PARAMETER = 1.2e-7
 
 
 def estimate_seconds(
-    hp: Hyperparameters, config: ModelConfig, parameters: int, examples: Examples, threads: int
+    hp: Hyperparameters, config: ModelConfig, parameters: int, examples: ExampleSet, threads: int
 ) -> float:
     """How long a job training ``examples`` with ``threads`` torch threads takes on the
     CPU above: an estimate, within a factor of about two there when idle; a GPU or a
     faster CPU go faster, a busy machine slower."""
     batches = math.ceil(len(examples) / hp.batch_size) + 1  # the validation split's last
-    time_steps = batches * examples.inputs.size(1) * config.num_layers
+    time_steps = batches * examples.width * config.num_layers
     epoch = (
         SECONDS_PER_PARAMETER_CHARACTER * parameters * examples.characters / threads
         + SECONDS_PER_TIME_STEP * time_steps

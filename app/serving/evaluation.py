@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -32,17 +32,20 @@ from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
 from app.jobs.spec import JobSpec, TextData, TrainingData, encode_data, task_of
-from app.ml.data import Examples, split
-from app.ml.errors import CheckpointError, ConfigurationError
+from app.ml.data import ExampleSet, split
+from app.ml.errors import CheckpointError, ConfigurationError, DataError
 from app.ml.evaluate import SCORERS, Score, evaluate, rows_per_batch
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import Predictor
 from app.serving.cache import ModelCache
 from app.settings import Settings
+from app.store.dataset_reader import load_dataset
+from app.store.datasets import DATASET_ID_PATTERN
 from app.store.registry import Registry
-from app.store.tables import VersionRow
+from app.store.tables import DatasetRow, VersionRow
 
 Split = Literal["validation"]
+DatasetId = Annotated[str, Field(pattern=DATASET_ID_PATTERN)]
 
 
 def no_default(schema: dict[str, Any]) -> None:
@@ -59,8 +62,13 @@ class EvaluateRequest(BaseModel):
             "examples": [
                 {"data": {"pairs": [{"input": "hello", "target": "ohlol"}]}},
                 {"split": "validation"},
+                {"dataset": "0123456789abcdef0123456789abcdef", "split": "validation"},
             ],
-            "oneOf": [{"required": ["data"]}, {"required": ["split"]}],
+            # inline data alone, or a split and/or a stored dataset
+            "oneOf": [
+                {"required": ["data"]},
+                {"anyOf": [{"required": ["split"]}, {"required": ["dataset"]}]},
+            ],
         },
     )
 
@@ -75,11 +83,17 @@ class EvaluateRequest(BaseModel):
         None,
         json_schema_extra=no_default,
         description="validation: the examples the version's training held out, rebuilt "
-        "from its job's data, seed and validation_fraction (a version trained on inline "
-        "data with validation_fraction > 0).",
+        "from its job's data (or the dataset given), seed and validation_fraction (a "
+        "version trained here with validation_fraction > 0).",
+    )
+    dataset: DatasetId | SkipJsonSchema[None] = Field(
+        None,
+        json_schema_extra=no_default,
+        description="An uploaded dataset (POST /datasets) to score, whole, or with split its "
+        "part that the version's seed and validation_fraction hold out.",
     )
 
-    @field_validator("data", "split", mode="before")
+    @field_validator("data", "split", "dataset", mode="before")
     @classmethod
     def _absent_not_null(cls, value: Any) -> Any:
         """Left out, never null: defaults are not validated, so only a null sent is refused."""
@@ -89,16 +103,21 @@ class EvaluateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        if (self.data is None) == (self.split is None):
-            raise ValueError("give exactly one of data (examples to score) or split (held out)")
-        return self
+        stored = self.split is not None or self.dataset is not None
+        if (self.data is not None) != stored:
+            return self
+        raise ValueError(
+            "give either data (examples to score), or split (held out) and/or dataset "
+            "(an uploaded one)"
+        )
 
 
 @dataclass(frozen=True)
 class Evaluation:
     model_name: str
     version: int
-    source: Literal["data", "validation"]
+    source: Literal["data", "validation", "dataset"]
+    dataset: str | None  # the uploaded dataset scored
     seq_len: int | None  # text: the windows' length; pairs: none
     score: Score
     seconds: float
@@ -116,13 +135,19 @@ class Evaluator:
             self.check_characters("data", characters_of(request.data))  # before any work
         row = self.registry.get_version(model_name, version)
         hp = Hyperparameters.model_validate(row.hyperparameters)
-        training = None
-        if request.split is not None:
-            training = self.training_spec(row)
+        training = self.training_spec(row) if request.split is not None else None
+        dataset = request.dataset or (training.dataset if training is not None else None)
+        if dataset is not None:
+            self.check_dataset(dataset, request.split is not None, hp, given=request.dataset)
+        elif training is not None:
+            assert training.data is not None  # a job has data or a dataset
             self.check_characters("split", held_out_characters(training.data, hp))
         predictor = self.cache.get(model_name, row.directory)
         started = time.perf_counter()
-        examples = self.examples_to_score(request, training, row.version, hp, predictor)
+        if dataset is not None:
+            examples = self.dataset_examples(dataset, request.split, row.version, hp, predictor)
+        else:
+            examples = self.examples_to_score(request, training, row.version, hp, predictor)
         score = evaluate(
             predictor.model,
             predictor.task,
@@ -139,7 +164,8 @@ class Evaluator:
         return Evaluation(
             model_name=model_name,
             version=row.version,
-            source="data" if request.data is not None else "validation",
+            source="data" if request.data else "validation" if request.split else "dataset",
+            dataset=dataset,
             seq_len=hp.seq_len if predictor.task == "text" else None,
             score=score,
             seconds=time.perf_counter() - started,
@@ -155,6 +181,48 @@ class Evaluator:
                 "CHARNN_MAX_EVALUATE_CHARACTERS",
             )
 
+    def check_dataset(
+        self, dataset: str, held_out: bool, hp: Hyperparameters, given: str | None
+    ) -> None:
+        """The uploaded dataset exists, and what of it would be scored is within the limit."""
+        row = self.registry.find_dataset(dataset)
+        if row is None and given is None:
+            raise ConflictError(
+                f"the dataset {dataset} that trained this version is gone: it has no held-out "
+                "split any more; send data or another dataset instead"
+            )
+        if row is None:
+            raise InvalidRequestError(
+                "dataset", f"no dataset {dataset}; upload one with POST /datasets"
+            )
+        characters = dataset_characters(row)
+        if held_out:
+            characters = held_out_of(row, hp)
+        self.check_characters("split" if held_out else "dataset", characters)
+
+    def dataset_examples(
+        self,
+        dataset: str,
+        held_out: Split | None,
+        version: int,
+        hp: Hyperparameters,
+        predictor: Predictor,
+    ) -> ExampleSet:
+        """An uploaded dataset in the version's vocabulary and windows, whole or its held-out
+        part (read from the store's memory map, as a worker reads it)."""
+        try:
+            _, loaded = load_dataset(self.settings.store_dir, dataset, hp.seq_len, predictor.vocab)
+        except DataError as exc:
+            raise InvalidRequestError("dataset", exc.message) from None
+        if loaded.task != predictor.task:
+            raise InvalidRequestError(
+                "dataset",
+                f"a {loaded.task} dataset; the version was trained on {predictor.task} data",
+            )
+        if held_out is None:
+            return loaded.examples
+        return held_out_split(loaded.examples, version, hp)
+
     # --- the request, as examples ----------------------------------------------------------
 
     @staticmethod
@@ -164,7 +232,7 @@ class Evaluator:
         version: int,
         hp: Hyperparameters,
         predictor: Predictor,
-    ) -> Examples:
+    ) -> ExampleSet:
         """The one place a request becomes examples: its inline data, or the held-out
         split of ``training``, the request that trained the version (a stored dataset's
         split joins here, as one more branch)."""
@@ -172,20 +240,13 @@ class Evaluator:
             raise ConfigurationError(f"versions of task {predictor.task!r} cannot be evaluated")
         if request.data is not None:
             return encode(request.data, predictor, hp, "data")
-        if training is None or hp.seed is None:
+        if training is None:
             raise ConflictError(
                 f"version {version} does not record the data and seed that split its "
                 "examples: its held-out split cannot be rebuilt; send data instead"
             )
-        examples = encode(training.data, predictor, hp, "split")
-        _, held_out = split(examples, hp.validation_fraction, hp.seed)
-        if held_out is None:
-            raise ConflictError(
-                f"version {version} was trained on all its data (validation_fraction "
-                f"{hp.validation_fraction} held out no example): it has no held-out split; "
-                "send data instead"
-            )
-        return held_out
+        assert training.data is not None  # a job on a dataset is scored by dataset_examples
+        return held_out_split(encode(training.data, predictor, hp, "split"), version, hp)
 
     def training_spec(self, row: VersionRow) -> JobSpec:
         """The request of the job that trained ``row``: its data, as the worker read them."""
@@ -235,7 +296,7 @@ WANTED = {
 }
 
 
-def encode(data: TrainingData, predictor: Predictor, hp: Hyperparameters, field: str) -> Examples:
+def encode(data: TrainingData, predictor: Predictor, hp: Hyperparameters, field: str) -> ExampleSet:
     """``data`` in the version's vocabulary, as its training encoded them."""
     if task_of(data) != predictor.task:
         wanted = WANTED.get(predictor.task, "data")
@@ -243,3 +304,33 @@ def encode(data: TrainingData, predictor: Predictor, hp: Hyperparameters, field:
             field, f"the version was trained on {predictor.task} data: send {wanted}"
         )
     return encode_data(data, hp.seq_len, predictor.vocab).examples
+
+
+def held_out_split(examples: ExampleSet, version: int, hp: Hyperparameters) -> ExampleSet:
+    """The examples that training held out: ``split`` with the version's seed and fraction."""
+    if hp.seed is None:
+        raise ConflictError(
+            f"version {version} does not record the seed that split its examples: its "
+            "held-out split cannot be rebuilt; send data instead"
+        )
+    _, held_out = split(examples, hp.validation_fraction, hp.seed)
+    if held_out is None:
+        raise ConflictError(
+            f"version {version} was trained on all its data (validation_fraction "
+            f"{hp.validation_fraction} held out no example): it has no held-out split; "
+            "send data instead"
+        )
+    return held_out
+
+
+def dataset_characters(row: DatasetRow) -> int:
+    """Characters that scoring an uploaded dataset runs through the model (rows padded)."""
+    return row.characters if row.kind == "text" else row.examples * row.longest
+
+
+def held_out_of(row: DatasetRow, hp: Hyperparameters) -> int:
+    """At most the characters of an uploaded dataset's held-out part, from its size alone."""
+    if row.kind == "text":
+        windows = math.ceil((row.characters - 1) / hp.seq_len)
+        return int(hp.validation_fraction * windows) * hp.seq_len
+    return int(hp.validation_fraction * row.examples) * row.longest

@@ -170,12 +170,16 @@ class StoreLayout:
     # --- leftovers -----------------------------------------------------------------------
 
     def staging_dirs(self) -> list[Path]:
-        """Checkpoint directories being written now, or left half-written by a crash."""
+        """Checkpoint and dataset directories being written now, or left half-written by a
+        crash, and datasets half deleted."""
         found = []
         for parent in (self.models, self.jobs):
             for owner in _children(parent):
                 if owner.is_dir() and not owner.is_symlink():
                     found += [child for child in _children(owner) if is_staging(child.name)]
+        # dataset uploads (app.store.datasets): staged, or moved aside to be deleted
+        leftovers = (".staging-", ".deleted-")
+        found += [c for c in _children(self.root / "datasets") if c.name.startswith(leftovers)]
         return sorted(found)
 
 

@@ -22,12 +22,14 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, Select, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
 from app.errors import ConflictError, LeaseLostError, NotFoundError, QueueFullError
 from app.store.db import make_engine, make_sessions, upgrade_schema
 from app.store.tables import (
     ACTIVE_STATUSES,
+    DatasetRow,
     EpochRow,
     JobRow,
     JobStatus,
@@ -168,6 +170,7 @@ class Registry:
         *,
         max_queued: int | None = None,
         estimated_seconds: float | None = None,
+        dataset_id: str | None = None,
     ) -> JobRow:
         """Queue a job; QueueFullError if ``max_queued`` jobs are waiting already."""
         job = JobRow(
@@ -179,10 +182,13 @@ class Registry:
             epochs=epochs,
             estimated_seconds=estimated_seconds,
             max_attempts=max_attempts,
+            dataset_id=dataset_id,
         )
         with self._transaction() as session:
             if max_queued is not None:
                 self._check_queue(session, max_queued)
+            if dataset_id is not None and session.get(DatasetRow, dataset_id) is None:
+                raise NotFoundError(f"dataset {dataset_id} not found (deleted meanwhile?)")
             session.add(job)
         return job
 
@@ -660,3 +666,59 @@ class Registry:
                 return False
             session.delete(row)
             return True
+
+    # --- datasets -------------------------------------------------------------------------
+
+    def add_dataset(self, row: DatasetRow) -> tuple[DatasetRow, bool]:
+        """Register a dataset; (the registered row, created). The same id twice: the first."""
+        try:
+            with self._transaction() as session:
+                session.add(row)
+            return row, True
+        except IntegrityError:  # the same upload, registered by another request in between
+            return self.get_dataset(row.id), False
+
+    def find_dataset(self, dataset_id: str) -> DatasetRow | None:
+        with self._sessions() as session:
+            return session.get(DatasetRow, dataset_id)
+
+    def get_dataset(self, dataset_id: str) -> DatasetRow:
+        found = self.find_dataset(dataset_id)
+        if found is None:
+            raise NotFoundError(f"dataset {dataset_id} not found")
+        return found
+
+    def list_datasets(self, *, limit: int = 50, offset: int = 0) -> tuple[list[DatasetRow], int]:
+        """A page of datasets, newest first, and how many there are."""
+        query = (
+            select(DatasetRow)
+            .order_by(DatasetRow.created_at.desc(), DatasetRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._sessions() as session:
+            total = session.scalar(select(func.count()).select_from(DatasetRow)) or 0
+            return list(session.scalars(query)), total
+
+    def dataset_bytes(self) -> int:
+        """The uploaded size of every stored dataset together."""
+        with self._sessions() as session:
+            return int(session.scalar(select(func.sum(DatasetRow.size_bytes))) or 0)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Forget a dataset; ConflictError while a queued or running job trains on it."""
+        with self._transaction() as session:
+            row = session.get(DatasetRow, dataset_id)
+            if row is None:
+                raise NotFoundError(f"dataset {dataset_id} not found")
+            active = session.scalar(
+                select(JobRow.id).where(
+                    JobRow.dataset_id == dataset_id, JobRow.status.in_(ACTIVE_STATUSES)
+                )
+            )
+            if active is not None:
+                raise ConflictError(
+                    f"dataset {dataset_id} is used by job {active}; "
+                    "cancel the job or wait for it to end"
+                )
+            session.delete(row)

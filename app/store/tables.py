@@ -118,6 +118,7 @@ class JobRow(Base):
     queue_ref: Mapped[str | None] = mapped_column(String(64))  # the task queue's message id
     heartbeat_at: Mapped[datetime | None]
     version: Mapped[int | None]  # the model version it created
+    dataset_id: Mapped[str | None] = mapped_column(String(32), index=True)  # what it trains on
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -138,4 +139,23 @@ class EpochRow(Base):
     epoch: Mapped[int]
     attempt: Mapped[int]
     metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetRow(Base):
+    """An uploaded dataset; its files live at datasets/<id>/ (``app.store.datasets``)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from kind, format, sha256
+    name: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    characters: Mapped[int] = mapped_column(BigInteger)
+    examples: Mapped[int] = mapped_column(BigInteger)  # rows; 0 for text
+    longest: Mapped[int] = mapped_column(BigInteger)  # the longest row's input; 0 for text
+    vocab_size: Mapped[int]
+    labels: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -44,7 +44,12 @@ EVALUATE = (
     "/models/hello/versions/1/evaluate",
     {"data": {"pairs": [{"input": "hello", "target": "ohlol"}]}},
 )
-READS = [("GET", "/models", None), ("GET", "/jobs", None), ("GET", "/models/hello", None)]
+READS = [
+    ("GET", "/models", None),
+    ("GET", "/jobs", None),
+    ("GET", "/models/hello", None),
+    ("GET", "/datasets", None),
+]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [PREDICT, EVALUATE, *READS])
@@ -79,6 +84,8 @@ def test_a_wrong_key_is_refused(keyed: TestClient) -> None:
         ("DELETE", "/models/hello"),
         ("DELETE", "/models/hello/versions/1"),
         ("POST", "/jobs/0123456789abcdef0123456789abcdef/cancel"),
+        ("POST", "/datasets"),
+        ("DELETE", "/datasets/0123456789abcdef0123456789abcdef"),
     ],
 )
 def test_a_predict_key_cannot_change_anything(keyed: TestClient, method: str, path: str) -> None:

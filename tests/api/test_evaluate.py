@@ -250,8 +250,8 @@ def test_data_of_the_other_task_is_refused(jobs: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        ({}, "give exactly one of data"),
-        ({"data": {"text": "ab"}, "split": "validation"}, "give exactly one of data"),
+        ({}, "give either data"),
+        ({"data": {"text": "ab"}, "split": "validation"}, "give either data"),
         ({"split": "training"}, "Input should be 'validation'"),
         ({"data": {"text": "a"}}, "at least 2 characters"),
     ],
@@ -371,3 +371,52 @@ def test_a_classifier_scores_one_label_per_sequence_as_a_plain_loop_does(
     wrong_task = evaluate(server.http, "surnames", 1, {"data": {"text": "Nakamura"}})
     assert wrong_task.status_code == 422
     assert "data.pairs with a label each" in wrong_task.text
+
+
+def test_an_uploaded_dataset_scores_whole_or_its_held_out_part(jobs: Any) -> None:
+    """A version trained on an uploaded dataset: its held-out part is rebuilt from the store
+    (the memory-mapped ids a worker reads), and the whole dataset scores as the same text
+    sent inline does."""
+    server, _ = jobs
+    text = long_text(3000)
+    uploaded = server.http.post("/datasets", content=text.encode(), params={"kind": "text"})
+    assert uploaded.status_code in (200, 201), uploaded.text
+    dataset = uploaded.json()["id"]
+    body = {
+        "model_name": "corpus",
+        "dataset": dataset,
+        "hyperparameters": TEXT_JOB["hyperparameters"],
+    }
+    best = trained(server, body)["history"][-1]
+
+    held_out = evaluate(server.http, "corpus", 1, {"split": "validation"})
+    named = evaluate(server.http, "corpus", 1, {"split": "validation", "dataset": dataset})
+    whole = evaluate(server.http, "corpus", 1, {"dataset": dataset})
+    inline = evaluate(server.http, "corpus", 1, {"data": {"text": text}})
+
+    for answer in (held_out, named, whole, inline):
+        assert answer.status_code == 200, answer.text
+    assert held_out.json()["loss"] == pytest.approx(best["val_loss"], abs=1e-4)
+    assert (held_out.json()["source"], held_out.json()["dataset"]) == ("validation", dataset)
+    assert named.json()["loss"] == held_out.json()["loss"]
+    assert whole.json()["source"] == "dataset"
+    assert whole.json()["nll"] == pytest.approx(inline.json()["nll"], abs=1e-6)
+    assert whole.json()["characters"] == inline.json()["characters"] == len(text) - 1
+
+
+def test_a_dataset_to_score_must_exist_and_fit_the_versions_task(jobs: Any) -> None:
+    server, _ = jobs
+    pairs = server.http.post(
+        "/datasets", content=b"input,target\nabc,cba\n", params={"kind": "pairs"}
+    ).json()["id"]
+
+    unknown = evaluate(server.http, "words", 1, {"dataset": "0" * 32})
+    wrong_task = evaluate(server.http, "words", 1, {"dataset": pairs})
+    with_data = evaluate(server.http, "words", 1, {"dataset": pairs, "data": {"text": "ab"}})
+
+    assert unknown.status_code == 422
+    assert "no dataset 00000000000000000000000000000000" in unknown.text
+    assert wrong_task.status_code == 422
+    assert "a pairs dataset; the version was trained on text data" in wrong_task.text
+    assert with_data.status_code == 422
+    assert "give either data" in with_data.text

@@ -167,6 +167,10 @@ OPERATION_IDS = {
     ("get", "/healthz"): "healthz",
     ("get", "/readyz"): "readyz",
     ("get", "/metrics"): "metrics",
+    ("post", "/datasets"): "upload_dataset",
+    ("get", "/datasets"): "list_datasets",
+    ("get", "/datasets/{dataset_id}"): "get_dataset",
+    ("delete", "/datasets/{dataset_id}"): "delete_dataset",
 }
 
 

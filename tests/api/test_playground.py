@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -155,4 +156,38 @@ def test_plain_text_takes_the_services_text_defaults_for_what_is_left_alone(
         "gru",
         256,
     )
+    assert console_errors(browser) == []
+
+
+def test_upload_a_dataset_and_train_on_it(
+    live_server: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 50)
+    console_errors(browser)
+    browser.get(f"{live_server}/")
+    browser.find_element(By.CSS_SELECTOR, "input[name=data_kind][value=dataset]").click()
+    assert browser.find_element(By.ID, "pairs-field").is_displayed() is False
+
+    browser.find_element(By.ID, "dataset-file").send_keys(str(corpus))
+    browser.find_element(By.ID, "dataset-upload").click()
+    WebDriverWait(browser, 10).until(
+        lambda _: text_of(browser, "dataset-status").startswith("Dataset ")
+    )
+    chosen = Select(browser.find_element(By.ID, "dataset-select")).first_selected_option
+    assert chosen.text == "fox.txt (text, 2250 characters)"
+    for field, value in (("epochs", "1"), ("hidden_size", "16")):
+        browser.find_element(By.ID, field).clear()
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.ID, "train-button").click()
+    deadline = time.monotonic() + TRAINING_SECONDS
+    while not text_of(browser, "train-status").startswith("Done"):
+        assert time.monotonic() < deadline, text_of(browser, "train-status")
+        assert browser.find_element(By.ID, "train-error").is_displayed() is False
+        time.sleep(0.1)
+
+    dataset = httpx.get(f"{live_server}/datasets").json()["items"][0]
+    assert (dataset["name"], dataset["characters"]) == ("fox.txt", 2250)
+    assert chosen.get_attribute("value") == dataset["id"]
+    screenshot(browser, "playground-dataset.png")
     assert console_errors(browser) == []

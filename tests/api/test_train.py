@@ -216,7 +216,11 @@ def test_an_empty_list_of_pairs(client: TestClient, hello: Body) -> None:
 def test_missing_data(client: TestClient) -> None:
     response = client.post("/train", json={"model_name": "hello"})
 
-    assert errors(response) == [(["body", "data"], "Field required", "missing")]
+    message = (
+        "Value error, give the training data either inline as 'data' or as the id of an "
+        "uploaded 'dataset', exactly one of them"
+    )
+    assert errors(response) == [(["body"], message, "value_error")]
 
 
 def test_data_that_is_neither_pairs_nor_text(client: TestClient, hello: Body) -> None:

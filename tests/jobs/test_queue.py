@@ -197,3 +197,22 @@ def test_cancelling_a_job_running_on_a_worker_stops_it_within_an_epoch_for_good(
     assert (later["status"], later["attempts"], later["failures"]) == ("cancelled", 1, 0)
     assert later["finished_at"] == job["finished_at"]
     assert http.get("/models/cancelled").status_code == 404
+
+
+def test_a_worker_trains_on_a_dataset_it_reads_from_the_shared_store(
+    deployment: Any, wait_for_job: Callable[..., Body]
+) -> None:
+    deployment.live_workers(2)
+    http = deployment.http
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    dataset = http.post("/datasets", content=text.encode(), params={"name": "fox"}).json()
+    hp = {"epochs": 2, "hidden_size": 16, "seq_len": 16, "seed": 0}
+
+    response = http.post(
+        "/train", json={"model_name": "fox-rq", "dataset": dataset["id"], "hyperparameters": hp}
+    )
+    job = wait_for_job(http, response.json()["id"], timeout=90, history=True)
+
+    assert job["status"] == "succeeded", job["error"]  # the API trains nothing itself here
+    assert 0.8 * len(text) < job["history"][-1]["characters"] < len(text)
+    assert http.delete(f"/datasets/{dataset['id']}").status_code == 204

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from app.ml.data import IGNORE_INDEX, batches, pairs_dataset, split, text_dataset
+from app.ml.data import IGNORE_INDEX, TextWindows, batches, pairs_dataset, split, text_dataset
 from app.ml.errors import DataError, UnknownCharactersError
 from app.ml.vocab import Vocab
 
@@ -112,3 +113,46 @@ def test_each_batch_is_trimmed_to_its_longest_row() -> None:
     widths = [batch.inputs.shape for batch in batches(examples, torch.arange(3), batch_size=2)]
 
     assert widths == [torch.Size([2, 2]), torch.Size([1, 4])]
+
+
+def windows_over(text: str, seq_len: int) -> TextWindows:
+    """The windows of ``text`` read from an id array, as a stored dataset gives them."""
+    vocab = Vocab.from_text(text)
+    ids = np.array([vocab.input.index(c) for c in text], dtype="<u2")
+    return TextWindows(ids, seq_len, vocab)
+
+
+def test_text_windows_give_the_same_batches_as_inline_text() -> None:
+    text = "the quick brown fox jumps over the lazy dog" * 3
+    inline = text_dataset(text, seq_len=10).examples
+    windows = windows_over(text, seq_len=10)
+    assert (len(windows), windows.characters, windows.width) == (
+        len(inline),
+        inline.characters,
+        inline.width,
+    )
+
+    inline_train, inline_val = split(inline, 0.2, seed=3)
+    windows_train, windows_val = split(windows, 0.2, seed=3)
+    assert inline_val is not None
+    assert windows_val is not None
+    for a, b in [(inline_train, windows_train), (inline_val, windows_val)]:
+        order = torch.randperm(len(a), generator=torch.Generator().manual_seed(1))
+        for x, y in zip(batches(a, order, 4), batches(b, order, 4), strict=True):
+            assert torch.equal(x.inputs, y.inputs)
+            assert torch.equal(x.targets, y.targets)
+            assert torch.equal(x.lengths, y.lengths)
+        assert a.sample(0)[0] == b.sample(0)[0]
+        assert torch.equal(a.sample(0)[1], b.sample(0)[1])
+
+
+def test_text_windows_map_their_ids_to_a_larger_vocabulary() -> None:
+    windows = windows_over("abcabc", seq_len=3)
+    vocab = Vocab(input=["x", "a", "b", "c"], output=["x", "a", "b", "c"])
+    mapped = TextWindows(windows.ids, 3, vocab, table=np.array([1, 2, 3]))
+
+    batch = mapped.batch(torch.tensor([0, 1]))
+
+    assert batch.inputs.tolist() == [[1, 2, 3], [1, 2, 0]]  # the last window: 2 ids, padded
+    assert batch.targets.tolist() == [[2, 3, 1], [2, 3, IGNORE_INDEX]]
+    assert mapped.sample(1)[0] == "ab"

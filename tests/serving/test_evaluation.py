@@ -53,7 +53,7 @@ def test_inline_data_is_counted_as_it_will_run() -> None:
     "body", [{}, {"split": "validation", "data": {"text": "ab"}}], ids=["neither", "both"]
 )
 def test_a_request_names_one_source(body: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="give exactly one of data"):
+    with pytest.raises(ValueError, match="give either data"):
         EvaluateRequest.model_validate(body)
 
 

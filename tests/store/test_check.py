@@ -365,10 +365,13 @@ def test_old_staging_leftovers_are_removed_at_start_up(
     published = layout.version_dir("hello", new_id())
     save_checkpoint(hello_model, published)
     os.utime(published, (0, 0))  # old but whole: only `store check` judges those
+    old_upload = layout.root / "datasets" / f".staging-{new_id()}"  # app.store.datasets
+    old_upload.mkdir(parents=True)
+    os.utime(old_upload, (0, 0))
 
     removed = remove_staging_leftovers(layout)
 
-    assert sorted(removed) == sorted([old, old_job])
+    assert sorted(removed) == sorted([old, old_job, old_upload])
     assert not old.exists()
     assert not old_job.exists()
     assert fresh.is_dir()

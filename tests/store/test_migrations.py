@@ -46,7 +46,7 @@ def test_an_empty_database_gets_every_table(engine: Engine) -> None:
     upgrade_schema(engine)
 
     tables = set(inspect(engine).get_table_names())
-    assert tables == {"alembic_version", "models", "versions", "jobs", "job_epochs"}
+    assert tables == {"alembic_version", "models", "versions", "jobs", "job_epochs", "datasets"}
     assert applied(engine) == [head()]
 
 

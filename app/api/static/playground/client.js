@@ -29,8 +29,8 @@ class ApiError extends Error {
   }
 }
 
-// The scope a call needs (README, Security): admin trains, cancels, deletes and imports;
-// predict predicts, generates and reads models and jobs.
+// The scope a call needs (README, Security): admin trains, cancels, deletes, imports and
+// uploads datasets; predict predicts, generates and reads models, jobs and datasets.
 function scopeOf(method, path) {
   if (method === "GET") return "predict";
   if (path === "/predict" || path === "/generate") return "predict";
@@ -39,7 +39,8 @@ function scopeOf(method, path) {
 
 function authAdvice(status, method, path) {
   const scope = scopeOf(method, path);
-  const what = scope === "admin" ? "training, cancelling, deleting and importing" : "this";
+  const what =
+    scope === "admin" ? "training, cancelling, deleting, importing and uploading" : "this";
   if (status === 401) {
     return (
       `This charnn asks for an API key. Enter a key with the ${scope} scope in the ` +
@@ -101,6 +102,19 @@ async function api(method, path, body) {
   if (!response.ok) throw await refusal(response, method, path);
   const text = await response.text();
   return text ? JSON.parse(text) : null;
+}
+
+// A file as the whole body (POST /datasets): the browser streams it from disk.
+async function upload(path, file) {
+  const headers = { ...authHeaders(), "Content-Type": "application/octet-stream" };
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers, body: file });
+  } catch (err) {
+    throw new ApiError(0, [["", `could not reach the service (${err.message})`]]);
+  }
+  if (!response.ok) throw await refusal(response, "POST", path);
+  return response.json();
 }
 
 // --- a job's server-sent events, read with fetch (EventSource cannot send a key) ----------

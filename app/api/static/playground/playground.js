@@ -1,5 +1,6 @@
 // charnn playground: talks to the public API only (POST /train, GET /jobs, GET
-// /jobs/{id}/events, GET /models, GET /models/{name}, POST /predict, POST /generate),
+// /jobs/{id}/events, GET /models, GET /models/{name}, POST /predict, POST /generate,
+// POST /datasets, GET /datasets),
 // through client.js (the API key, requests, the event stream). No dependencies.
 "use strict";
 
@@ -76,6 +77,7 @@ function trainRequest() {
   const problems = [];
   // The form starts with the tutorial's values, which suit aligned pairs; plain text sends
   // only what the user changed, so the service picks its defaults for text for the rest.
+  // A dataset's kind is the server's to know: its defaults apply as for text.
   const wanted = dataKind() === "pairs" ? () => true : changed;
   const hyperparameters = {};
   for (const id of ["architecture", "cell", "optimizer"]) {
@@ -91,15 +93,19 @@ function trainRequest() {
   const seed = numberField("seed", problems);
   if (wanted("seed")) hyperparameters.seed = seed === undefined ? null : seed;
 
-  let data;
+  let source;
   if (dataKind() === "pairs") {
     const parsed = parsePairs($("pairs").value);
     problems.push(...parsed.problems);
-    data = { pairs: parsed.pairs };
+    source = { data: { pairs: parsed.pairs } };
+  } else if (dataKind() === "text") {
+    source = { data: { text: $("text").value } };
   } else {
-    data = { text: $("text").value };
+    if (!$("dataset-select").value) problems.push(["dataset", "upload or pick a dataset"]);
+    source = { dataset: $("dataset-select").value };
   }
-  return { request: { model_name: $("model-name").value.trim(), data, hyperparameters }, problems };
+  const request = { model_name: $("model-name").value.trim(), ...source, hyperparameters };
+  return { request, problems };
 }
 
 // Fields that the chosen architecture or data ignore are disabled, and not sent.
@@ -108,11 +114,12 @@ function syncTrainForm() {
   const kind = dataKind();
   $("pairs-field").hidden = kind !== "pairs";
   $("text-field").hidden = kind !== "text";
+  $("dataset-field").hidden = kind !== "dataset";
   for (const input of document.querySelectorAll("[data-arch]")) {
     input.disabled = !input.dataset.arch.split(" ").includes(architecture);
   }
   for (const input of document.querySelectorAll("[data-kind]")) {
-    input.disabled = input.dataset.kind !== kind;
+    input.disabled = !input.dataset.kind.split(" ").includes(kind);
   }
   $("architecture-hint").textContent =
     architecture === "embedding_rnn"
@@ -179,7 +186,7 @@ function follow(job, request) {
 
 // Small pairs are kept with the id, so that a reloaded page still marks matching epochs.
 function rememberJob(job, request) {
-  const pairs = request && request.data.pairs;
+  const pairs = request && request.data && request.data.pairs;
   const kept = pairs && JSON.stringify(pairs).length < 10000 ? { data: { pairs } } : null;
   sessionStorage.setItem(JOB_STORAGE, JSON.stringify({ id: job.id, request: kept }));
 }
@@ -328,7 +335,8 @@ async function cancelJob() {
 }
 
 function targetPairs() {
-  return following && following.request ? following.request.data.pairs : null;
+  const request = following && following.request;
+  return request && request.data ? request.data.pairs : null;
 }
 
 function targetOf(input) {
@@ -620,6 +628,42 @@ async function generate(event) {
   }
 }
 
+// --- datasets -----------------------------------------------------------------------------
+
+async function loadDatasets(select) {
+  const page = await api("GET", "/datasets?limit=100");
+  const options = page.items.map((d) =>
+    el("option", { value: d.id }, `${d.name || d.id.slice(0, 8)} (${d.kind}, ${d.characters} characters)`),
+  );
+  $("dataset-select").replaceChildren(...options);
+  if (select) $("dataset-select").value = select;
+}
+
+async function uploadDataset() {
+  const box = $("dataset-error");
+  clearError(box);
+  const file = $("dataset-file").files[0];
+  if (!file) {
+    showError(box, new ApiError(0, [["file", "choose a file first"]]), "Nothing to upload");
+    return;
+  }
+  const kind = $("dataset-kind").value;
+  const query = new URLSearchParams({ kind, name: file.name.slice(0, 64) });
+  $("dataset-upload").disabled = true;
+  $("dataset-status").textContent = `Uploading ${file.name}…`;
+  try {
+    const dataset = await upload(`/datasets?${query}`, file);
+    $("dataset-status").textContent =
+      `Dataset ${dataset.id}: ${dataset.characters} characters, ${dataset.vocab_size} distinct.`;
+    await loadDatasets(dataset.id);
+  } catch (err) {
+    $("dataset-status").textContent = "";
+    showError(box, err, "Upload refused");
+  } finally {
+    $("dataset-upload").disabled = false;
+  }
+}
+
 // --- wiring -------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -637,14 +681,17 @@ document.addEventListener("DOMContentLoaded", () => {
   $("predict-form").addEventListener("submit", predict);
   $("generate-form").addEventListener("submit", generate);
   $("follow-form").addEventListener("submit", followChosen);
+  $("dataset-upload").addEventListener("click", uploadDataset);
   installKeyField(() => {
     loadModels();
     loadRecentJobs();
+    loadDatasets().catch(() => {});
   });
   syncTrainForm();
   drawChart([], Number($("epochs").value) || 1);
   renderEpochs([]);
   loadModels();
   loadRecentJobs();
+  loadDatasets().catch(() => {}); // listing needs a read key: the upload says why if refused
   followRemembered();
 });

@@ -1,0 +1,75 @@
+"""A stored text dataset trains in bounded memory: read once into ids, memory-mapped after.
+
+Bounded is measured here, as anonymous memory (RssAnon: the pages of the mapped file the
+kernel may drop again are not the process's own), while every batch of an epoch is read.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from app.ml.data import batches, split
+from app.store.corpus import scan_text, write_text_ids
+from app.store.dataset_reader import load_dataset
+from app.store.datasets import DatasetMeta, dataset_dir
+from tests.conftest import proc_status_mib
+
+CHARACTERS = 20_000_000
+ID = "a" * 32
+
+
+def random_words(path: Path, characters: int) -> None:
+    rng = random.Random(0)
+    words = [
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(2000)
+    ]
+    with path.open("w") as out:
+        written = 0
+        while written < characters:
+            line = " ".join(rng.choices(words, k=1000)) + ".\n"
+            out.write(line)
+            written += len(line)
+
+
+def store_text(store_dir: Path, source: Path) -> None:
+    """What an upload leaves in the store for ``source``, written as POST /datasets does."""
+    directory = dataset_dir(store_dir, ID)
+    directory.mkdir(parents=True)
+    summary = scan_text(source)
+    write_text_ids(source, directory / "ids.u16", summary.input_chars)
+    meta = DatasetMeta(
+        id=ID,
+        kind="text",
+        format="text",
+        name=None,
+        sha256="0" * 64,
+        size_bytes=source.stat().st_size,
+        characters=summary.characters,
+        examples=0,
+        input_chars=summary.input_chars,
+        output_chars=summary.output_chars,
+        labels=[],
+    )
+    (directory / "dataset.json").write_text(meta.model_dump_json())
+
+
+def test_an_epoch_over_a_stored_text_reads_its_windows_in_bounded_memory(tmp_path: Path) -> None:
+    source = tmp_path / "corpus.txt"
+    random_words(source, CHARACTERS)
+    store_text(tmp_path / "store", source)  # the API's work (in chunks), not the worker's
+    before = proc_status_mib(os.getpid(), "RssAnon")
+    _, dataset = load_dataset(tmp_path / "store", ID, seq_len=100, vocab=None)
+    train, _ = split(dataset.examples, 0.1, seed=0)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    read = sum(int(batch.lengths.sum()) for batch in batches(train, order, 64))
+    grown = proc_status_mib(os.getpid(), "RssAnon") - before
+
+    assert read == train.characters > 0.89 * CHARACTERS
+    # inline, the windows would be (N, 100) int64 inputs and targets: 320 MB, and a
+    # Python string per window besides
+    as_tensors_mib = 2 * 8 * CHARACTERS / 2**20
+    assert grown < as_tensors_mib / 10, f"{grown:.0f} MiB"
