@@ -220,7 +220,7 @@ def test_the_schema_states_labeled_pairs_their_bounds_and_rules(
     assert pair["label"]["pattern"] == "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
     rules = schemas["TrainRequest"]["allOf"]
     architecture = {"properties": {"architecture": {"const": "embedding_rnn"}}}
-    assert {"hyperparameters": architecture} in [r["then"].get("properties") for r in rules]
+    assert {"hyperparameters": architecture} in [r.get("then", {}).get("properties") for r in rules]
     assert schemas["Vocab"]["oneOf"] == [
         {"properties": {"output": {"type": "array"}}, "required": ["output"]},
         {"properties": {"labels": {"type": "array"}}, "required": ["labels"]},

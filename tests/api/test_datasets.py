@@ -207,17 +207,22 @@ def test_train_from_a_dataset_then_generate_and_delete_it(start_server: StartSer
 def test_rows_of_a_dataset_are_held_to_the_limits_of_inline_pairs(
     make_settings: Callable[..., Settings],
 ) -> None:
-    with TestClient(create_app(make_settings(max_training_pairs=2))) as small:
+    settings = make_settings(max_training_pairs=2, max_training_labels=1)
+    with TestClient(create_app(settings)) as small:
         three = upload(small, "ab,ba\nabc,cba\nx,y\n", kind="pairs").json()["id"]
-        labels = upload(small, "Smith,English\n", kind="labels").json()["id"]
+        one = upload(small, "Smith,English\n", kind="labels").json()["id"]
+        two = upload(small, "Smith,English\nRossi,Italian\n", kind="labels").json()["id"]
 
         too_many = small.post("/train", json={"model_name": "swap", "dataset": three})
-        not_pairs = small.post("/train", json={"model_name": "names", "dataset": labels})
+        classifier = small.post("/train", json={"model_name": "names", "dataset": one})
+        too_many_labels = small.post("/train", json={"model_name": "names", "dataset": two})
 
-    assert too_many.status_code == not_pairs.status_code == 422
+    assert too_many.status_code == too_many_labels.status_code == 422
     assert too_many.json()["detail"][0]["loc"] == ["body", "dataset"]
     assert "3 rows, at most 2 allowed" in too_many.json()["detail"][0]["msg"]
-    assert not_pairs.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert classifier.status_code == 202, classifier.text  # labels rows train a classifier
+    assert too_many_labels.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert "2 distinct labels, at most 1 allowed" in too_many_labels.json()["detail"][0]["msg"]
 
 
 def test_only_an_admin_key_uploads_and_it_is_asked_before_the_body_is_read(
