@@ -118,17 +118,21 @@ def inferred_chars(texts: Iterable[str], field: str, what: str) -> list[str]:
     return chars
 
 
-# _output_or_labels in the JSON schema: exactly one of the two is a list
-OUTPUT_OR_LABELS: list[JsonValue] = [
-    {"properties": {name: {"type": "array"}}, "required": [name]} for name in ("output", "labels")
-]
+# _output_or_labels in the JSON schema: exactly one of the two is a list (as if/then/else:
+# client generators read a oneOf of partial schemas as a union of types they cannot build)
+LABELS_ARE_A_LIST: JsonValue = {"properties": {"labels": {"type": "array"}}, "required": ["labels"]}
+OUTPUT_OR_LABELS: JsonValue = {
+    "if": LABELS_ARE_A_LIST,
+    "then": {"not": {"properties": {"output": {"type": "array"}}, "required": ["output"]}},
+    "else": {"properties": {"output": {"type": "array"}}, "required": ["output"]},
+}
 
 
 class Vocab(BaseModel):
     """The input vocabulary of a model, and its output: characters or class labels."""
 
     model_config = ConfigDict(
-        frozen=True, strict=True, json_schema_extra={"oneOf": OUTPUT_OR_LABELS}
+        frozen=True, strict=True, json_schema_extra={"allOf": [OUTPUT_OR_LABELS]}
     )
 
     input: CharList

@@ -221,9 +221,10 @@ def test_the_schema_states_labeled_pairs_their_bounds_and_rules(
     rules = schemas["TrainRequest"]["allOf"]
     architecture = {"properties": {"architecture": {"const": "embedding_rnn"}}}
     assert {"hyperparameters": architecture} in [r.get("then", {}).get("properties") for r in rules]
-    assert schemas["Vocab"]["oneOf"] == [
-        {"properties": {"output": {"type": "array"}}, "required": ["output"]},
-        {"properties": {"labels": {"type": "array"}}, "required": ["labels"]},
+    labels_given = {"properties": {"labels": {"type": "array"}}, "required": ["labels"]}
+    output_given = {"properties": {"output": {"type": "array"}}, "required": ["output"]}
+    assert schemas["Vocab"]["allOf"] == [
+        {"if": labels_given, "then": {"not": output_given}, "else": output_given}
     ]
     answer = schemas["PredictResponse"]["properties"]["labels"]["anyOf"][0]["items"]
     assert answer == {"$ref": "#/components/schemas/LabelPredictionPublic"}

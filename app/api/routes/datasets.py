@@ -34,7 +34,6 @@ UPLOAD_BODY = {
         "description": "The file itself, as the body (not multipart); UTF-8.",
         "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "text/plain": {"schema": {"type": "string"}},
         },
     }
 }
