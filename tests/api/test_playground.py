@@ -176,6 +176,7 @@ def test_upload_a_dataset_and_train_on_it(
     )
     chosen = Select(browser.find_element(By.ID, "dataset-select")).first_selected_option
     assert chosen.text == "fox.txt (text, 2250 characters)"
+    Select(browser.find_element(By.ID, "architecture")).select_by_value("embedding_rnn")
     for field, value in (("epochs", "1"), ("hidden_size", "16")):
         browser.find_element(By.ID, field).clear()
         browser.find_element(By.ID, field).send_keys(value)
