@@ -237,6 +237,8 @@ class TrainingSession:
         self.best_epoch, self.stop_reason = checkpoint.best_epoch, checkpoint.stop_reason
         self.best_weights = best_weights
         if best_weights is None and self.history:  # format 1: taken at an epoch's end
+            self.step = self.epoch * self.batches_per_epoch  # every epoch was whole
+            self.trained_seconds = sum(m.seconds for m in self.history)
             last = self.history[-1]
             self.best_weights, self.best_epoch = copy_weights(self.model), last.epoch
             if last.val_loss is not None:
