@@ -265,7 +265,8 @@ def test_a_run_resumed_within_an_epoch_is_identical_to_one_never_stopped(
 
     torch.manual_seed(1234)  # whatever the new process's generators hold
     checkpoint = load_checkpoint(path, with_training_state=True)
-    assert checkpoint.training is not None and checkpoint.training.loop.batch_in_epoch > 0
+    assert checkpoint.training is not None
+    assert checkpoint.training.loop.batch_in_epoch > 0
     resumed = TrainingSession.resume(checkpoint, dataset, CPU)
     train(resumed)
 
@@ -274,7 +275,8 @@ def test_a_run_resumed_within_an_epoch_is_identical_to_one_never_stopped(
     assert resumed.best_epoch == straight.best_epoch
     assert resumed.stop_reason == straight.stop_reason
     best, straight_best = resumed.best_weights, straight.best_weights
-    assert best is not None and straight_best is not None
+    assert best is not None
+    assert straight_best is not None
     assert weights_equal(best, straight_best)
 
 
@@ -293,7 +295,8 @@ def test_text_reports_bits_per_character_beside_the_loss() -> None:
         assert metrics.bits_per_char == pytest.approx(metrics.loss / math.log(2))
         assert metrics.val_loss is not None
         assert metrics.val_bits_per_char == pytest.approx(metrics.val_loss / math.log(2))
-    assert seen and all(p.bits_per_char == pytest.approx(p.loss / math.log(2)) for p in seen)
+    assert seen
+    assert all(p.bits_per_char == pytest.approx(p.loss / math.log(2)) for p in seen)
 
 
 def test_pairs_have_no_bits_per_character() -> None:
@@ -336,7 +339,8 @@ def test_a_format_1_checkpoint_loads_and_resumes(tmp_path: Path) -> None:
     resumed = TrainingSession.resume(checkpoint, PAIRS, CPU)
     train(resumed)
 
-    assert checkpoint.best_epoch is None and checkpoint.stop_reason is None
+    assert checkpoint.best_epoch is None
+    assert checkpoint.stop_reason is None
     assert record(resumed.history) == record(straight.history)
     assert weights_equal(resumed.model.state_dict(), straight.model.state_dict())
     assert load_checkpoint(old).epoch == 2  # and it serves, without training state
