@@ -591,8 +591,9 @@ def estimate_seconds(
     hp: Hyperparameters, config: ModelConfig, parameters: int, examples: Examples, threads: int
 ) -> float:
     """How long a job training ``examples`` with ``threads`` torch threads takes on the
-    CPU above: an estimate, within a factor of about two there when idle; a GPU or a
-    faster CPU go faster, a busy machine slower."""
+    CPU above, its budgets (max_steps, max_seconds) counted: an estimate, within a factor
+    of about two there when idle; a GPU or a faster CPU go faster, a busy machine slower.
+    Early stopping cannot be foreseen: the estimate is for all the epochs."""
     batches = math.ceil(len(examples) / hp.batch_size) + 1  # the validation split's last
     time_steps = batches * examples.inputs.size(1) * config.num_layers
     epoch = (
@@ -601,4 +602,10 @@ def estimate_seconds(
         + SECONDS_AROUND_EACH_EPOCH
         + SECONDS_AROUND_EACH_EPOCH_PER_PARAMETER * parameters
     )
-    return SECONDS_TO_START + epoch * hp.epochs
+    epochs: float = hp.epochs
+    if hp.max_steps is not None:  # a budget of steps may end it sooner
+        epochs = min(epochs, hp.max_steps / max(batches - 1, 1))
+    seconds = epoch * epochs
+    if hp.max_seconds is not None:  # and one of time, the last epoch's validation past it
+        seconds = min(seconds, hp.max_seconds + epoch)
+    return SECONDS_TO_START + seconds

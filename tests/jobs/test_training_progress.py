@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from app.jobs.spec import JobSpec
 from app.jobs.worker import run_job
 from app.settings import Settings
+from app.store.check import check_store
 from app.store.layout import StoreLayout, new_id
 from app.store.registry import Registry
 from tests.conftest import LiveServer, settings_on
@@ -52,6 +53,7 @@ from pathlib import Path
 
 from app.jobs.worker import run_job
 from app.settings import Settings
+from app.store.check import check_store
 from app.store.registry import Registry
 
 settings = Settings(store_dir=Path(sys.argv[1]), device="cpu", worker_torch_threads=1)
@@ -106,6 +108,8 @@ def test_a_worker_killed_mid_epoch_resumes_to_the_same_version(store_dir: Path) 
         names = [p.name for _, p in StoreLayout(store_dir).job_checkpoints(killed)]
         assert names == [f"epoch-000000-batch-{step:09d}" for step in (4, 8, 12)]
         assert registry.get_job(killed).progress is not None  # step 8's report
+        # what a running job keeps is no leftover: `charnn store check` finds nothing
+        assert check_store(registry, StoreLayout(store_dir), min_age=0).clean
         run_to_end(registry, killed, settings, "next-worker")
         first, second = registry.get_job(straight), registry.get_job(killed)
         versions = [registry.get_version("mirror", job.version or 0) for job in (first, second)]

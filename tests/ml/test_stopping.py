@@ -19,7 +19,7 @@ from app.ml.errors import ConfigurationError
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.metrics import EpochMetrics, StepProgress
 from app.ml.schedule import learning_rate_at
-from app.ml.train import TrainingOutcome, TrainingSession, train
+from app.ml.train import SECONDS_TO_START, TrainingOutcome, TrainingSession, estimate_seconds, train
 
 CPU = torch.device("cpu")
 WORDS = ["abc", "bcad", "cabd", "dabca", "ab", "bca", "cdab", "abcd", "dcba", "bb", "acd", "dd"]
@@ -344,3 +344,22 @@ def test_a_format_1_checkpoint_loads_and_resumes(tmp_path: Path) -> None:
     assert record(resumed.history) == record(straight.history)
     assert weights_equal(resumed.model.state_dict(), straight.model.state_dict())
     assert load_checkpoint(old).epoch == 2  # and it serves, without training state
+
+
+# --- what a job with budgets is estimated to cost ---------------------------------------
+
+
+def test_the_estimate_counts_the_budgets() -> None:
+    session = TrainingSession.start(HP.model_copy(update={"epochs": 1000}), PAIRS, CPU)
+
+    def estimate(**budgets: Any) -> float:
+        hp = session.hyperparameters.model_copy(update=budgets)
+        return estimate_seconds(hp, session.config, 1000, PAIRS.examples, threads=1)
+
+    unbounded = estimate()
+    assert estimate(max_steps=30) == pytest.approx(
+        SECONDS_TO_START + (unbounded - SECONDS_TO_START) / 1000 * 30 / 3
+    )  # 30 steps of 3 an epoch: 10 epochs
+    epoch = (unbounded - SECONDS_TO_START) / 1000
+    assert estimate(max_seconds=2.0) == pytest.approx(SECONDS_TO_START + 2.0 + epoch)
+    assert estimate(max_seconds=2.0) < estimate(max_seconds=20.0) < unbounded
