@@ -20,7 +20,6 @@ trainer is the model. A loss that becomes NaN or infinite ends training with
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import time
@@ -439,10 +438,8 @@ def run_epoch(
     session.tally = tally
     session.epoch_shuffle_state = session.shuffle.get_state()
     order = torch.randperm(len(examples), generator=session.shuffle)
-    remaining = itertools.islice(
-        batches(examples, order, hp.batch_size), session.batch_in_epoch, None
-    )
-    for batch in remaining:
+    remaining = order[session.batch_in_epoch * hp.batch_size :]  # a batch is a slice of it
+    for batch in batches(examples, remaining, hp.batch_size):
         if should_stop():
             return None
         if hp.lr_schedule != "constant":
