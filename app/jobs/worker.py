@@ -24,6 +24,7 @@ An attempt that fails ends in one of two ways:
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 import torch
@@ -190,7 +191,8 @@ def _start_or_resume(
             checkpoint = load_checkpoint(path, with_training_state=True)
             session = TrainingSession.resume(checkpoint, dataset, device)
         except CheckpointError as exc:
-            log.warning("job %s: skipping unusable checkpoint %s: %s", job_id, path, exc)
+            log.warning("job %s: removing unusable checkpoint %s: %s", job_id, path, exc)
+            shutil.rmtree(path, ignore_errors=True)  # training there again writes it anew
             continue
         log.info(
             "job %s: resuming after epoch %d, batch %d",

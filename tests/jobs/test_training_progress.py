@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from app.jobs.spec import JobSpec
 from app.jobs.worker import run_job
+from app.ml.checkpoint import WEIGHTS_FILE
 from app.settings import Settings
 from app.store.check import check_store
 from app.store.layout import StoreLayout, new_id
@@ -52,6 +54,7 @@ import os, signal, sys
 from pathlib import Path
 
 from app.jobs.worker import run_job
+from app.ml.checkpoint import WEIGHTS_FILE
 from app.settings import Settings
 from app.store.check import check_store
 from app.store.registry import Registry
@@ -91,7 +94,10 @@ def run_to_end(registry: Registry, job_id: str, settings: Settings, owner: str) 
     run_job(job_id, owner, settings)
 
 
-def test_a_worker_killed_mid_epoch_resumes_to_the_same_version(store_dir: Path) -> None:
+@pytest.mark.parametrize("newest", ["whole", "corrupted"])
+def test_a_worker_killed_mid_epoch_resumes_to_the_same_version(
+    store_dir: Path, newest: str
+) -> None:
     settings = settings_on(store_dir, worker_torch_threads=1)
     StoreLayout(store_dir).ensure()
     registry = Registry.connect(settings.registry_url)
@@ -110,6 +116,9 @@ def test_a_worker_killed_mid_epoch_resumes_to_the_same_version(store_dir: Path) 
         assert registry.get_job(killed).progress is not None  # step 8's report
         # what a running job keeps is no leftover: `charnn store check` finds nothing
         assert check_store(registry, StoreLayout(store_dir), min_age=0).clean
+        if newest == "corrupted":  # resumed from step 8 instead: exactly as well
+            weights = store_dir / "jobs" / killed / names[-1] / WEIGHTS_FILE
+            weights.write_bytes(weights.read_bytes()[:-1] + b"!")
         run_to_end(registry, killed, settings, "next-worker")
         first, second = registry.get_job(straight), registry.get_job(killed)
         versions = [registry.get_version("mirror", job.version or 0) for job in (first, second)]
