@@ -105,7 +105,8 @@ class JobPublic(BaseModel):
     eta_seconds: float | None = Field(
         description="Estimated seconds left while it runs: the epochs left times the "
         "wall-clock time between its latest epochs' recorded_at (checkpoint and registry "
-        "writes and validation included)."
+        "writes and validation included); within its first epoch, that epoch's training "
+        "time so far over the share of it done."
     )
 
 
@@ -293,13 +294,17 @@ def job_public(
     if job.started_at is not None:
         end = job.finished_at or utcnow()
         elapsed = (end - job.started_at).total_seconds()
+    step = StepProgress.model_validate(job.progress) if job.progress else None
+    if step is not None and step.epoch <= job.epoch:
+        step = None  # told of an epoch that has ended since
+    fraction = step.epoch_fraction if step is not None else 0.0
     per_epoch = seconds_per_epoch(recent or [])
+    if per_epoch is None and step is not None and step.seconds and fraction:
+        per_epoch = step.seconds / fraction  # the first epoch, by the share of it done
     if job.status == JobStatus.RUNNING and per_epoch is not None:
-        eta = per_epoch * (job.epochs - job.epoch)
+        eta = per_epoch * (job.epochs - job.epoch - fraction)
     elif job.status == JobStatus.RUNNING and job.estimated_seconds is not None:
         eta = max(job.estimated_seconds - (elapsed or 0.0), 0.0)  # no epoch to go by yet
-    step = StepProgress.model_validate(job.progress) if job.progress else None
-    fraction = step.epoch_fraction if step is not None and step.epoch > job.epoch else 0.0
     return JobPublic(
         id=job.id,
         model_name=job.model_name,

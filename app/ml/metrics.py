@@ -64,6 +64,7 @@ class StepProgress(BaseModel):
     chars_per_second: float = Field(
         ge=0, description="Training characters per second since the previous report."
     )
+    seconds: float = Field(0.0, ge=0, description="Training time of this epoch so far.")
 
 
 class TallySums(BaseModel):

@@ -362,6 +362,7 @@ class Reporter:
             bits_per_char=bits(recent) if session.dataset.task == "text" else None,
             learning_rate=session.learning_rate(),
             chars_per_second=(chars - self.last_chars) / max(now - self.last_time, 1e-9),
+            seconds=session.epoch_seconds,
         )
         self.on_progress(session, progress)
         self.restart(tally)

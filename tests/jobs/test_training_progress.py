@@ -202,6 +202,11 @@ def test_a_long_epoch_reports_progress_and_is_cancelled_within_seconds(
     assert 0 < shown["step_progress"]["epoch_fraction"] < 1
     assert shown["step_progress"]["chars_per_second"] > 0
     assert 0 < shown["progress"] < 1
+    # no epoch ended yet: the time left is the epoch's so far over the share of it done,
+    # times the share left
+    step = shown["step_progress"]
+    left = step["seconds"] / step["epoch_fraction"] * (1 - step["epoch_fraction"])
+    assert shown["eta_seconds"] == pytest.approx(left)
     assert events[-1][0] == "end"
     assert server.http.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
     assert ended - cancelled_at < 5
