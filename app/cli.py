@@ -21,7 +21,7 @@ from rich.text import Text
 
 from app.client import Client, ClientError, ServerUnavailable
 from app.datafiles import DataFileError, read_training_data
-from app.ml.hyperparameters import Architecture, Cell, Hyperparameters, OptimizerName
+from app.ml.hyperparameters import Architecture, Cell, Hyperparameters, LrSchedule, OptimizerName
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -388,6 +388,13 @@ HP_HELP |= {  # shorter than the API's words, for 80 columns
     "(Embedding -> recurrent layers -> Linear).",
     "grad_clip": "Clip the gradient norm to this value (default: off).",
     "seed": "Random seed: a fixed one makes a CPU run reproducible (default: drawn at random).",
+    "max_steps": "Stop after this many optimizer steps, if before the epochs end.",
+    "max_seconds": "Stop after this many seconds of training, if before the epochs end.",
+    "lr_schedule": "constant, cosine (warm-up, then down to --min-learning-rate) or "
+    "plateau (times --plateau-factor when validation stalls).",
+    "early_stopping_patience": "Stop after this many epochs without a better validation "
+    "loss; the version keeps the best epoch (default: off).",
+    "checkpoint_every_steps": "Report and checkpoint every this many steps within an epoch.",
 }
 HP = "Hyperparameters (default: the server's)"
 
@@ -431,6 +438,16 @@ def train_command(
     seq_len: Annotated[int | None, hp_option("seq_len")] = None,
     validation_fraction: Annotated[float | None, hp_option("validation_fraction")] = None,
     seed: Annotated[int | None, hp_option("seed")] = None,
+    max_steps: Annotated[int | None, hp_option("max_steps")] = None,
+    max_seconds: Annotated[float | None, hp_option("max_seconds")] = None,
+    lr_schedule: Annotated[LrSchedule | None, hp_option("lr_schedule")] = None,
+    warmup_steps: Annotated[int | None, hp_option("warmup_steps")] = None,
+    min_learning_rate: Annotated[float | None, hp_option("min_learning_rate")] = None,
+    plateau_factor: Annotated[float | None, hp_option("plateau_factor")] = None,
+    plateau_patience: Annotated[int | None, hp_option("plateau_patience")] = None,
+    early_stopping_patience: Annotated[int | None, hp_option("early_stopping_patience")] = None,
+    min_delta: Annotated[float | None, hp_option("min_delta")] = None,
+    checkpoint_every_steps: Annotated[int | None, hp_option("checkpoint_every_steps")] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Show progress until the job ends.")
     ] = False,
@@ -460,6 +477,16 @@ def train_command(
         "seq_len": seq_len,
         "validation_fraction": validation_fraction,
         "seed": seed,
+        "max_steps": max_steps,
+        "max_seconds": max_seconds,
+        "lr_schedule": lr_schedule,
+        "warmup_steps": warmup_steps,
+        "min_learning_rate": min_learning_rate,
+        "plateau_factor": plateau_factor,
+        "plateau_patience": plateau_patience,
+        "early_stopping_patience": early_stopping_patience,
+        "min_delta": min_delta,
+        "checkpoint_every_steps": checkpoint_every_steps,
     }
     hyperparameters = {k: v for k, v in given.items() if v is not None}
     spec = {"model_name": model_name, **source, "hyperparameters": hyperparameters}
@@ -534,17 +561,20 @@ def watch(client: Client, job: dict[str, Any], *, as_json: bool, quiet: bool) ->
         emit(f"{job['model_name']} version {job['version']} is ready")
 
 
+JOB_EVENTS = ("job", "end")  # the others (epoch, progress) carry metrics, not the job
+
+
 def follow_as_json(client: Client, job: dict[str, Any]) -> dict[str, Any]:
     for event, data in client.follow(job["id"]):
         emit_json(data)
-        if event != "epoch":
+        if event in JOB_EVENTS:
             job = data
     return job
 
 
 def follow_quietly(client: Client, job: dict[str, Any]) -> dict[str, Any]:
     for event, data in client.follow(job["id"]):
-        if event != "epoch":
+        if event in JOB_EVENTS:
             job = data
     return job
 
@@ -556,7 +586,10 @@ def follow_as_lines(client: Client, job: dict[str, Any]) -> dict[str, Any]:
             count = f"{data['epoch']}/{job['epochs']}"
             eta = seconds_as_clock(data["seconds"] * (job["epochs"] - data["epoch"]))
             emit(f"{job['model_name']} {count} {epoch_line(data)} eta {eta}")
-        else:
+        elif event == "progress":
+            count = f"{data['epoch'] - 1 + data['epoch_fraction']:.2f}/{job['epochs']}"
+            emit(f"{job['model_name']} {count} {progress_line(data)}")
+        elif event in JOB_EVENTS:
             job = data
     return job
 
@@ -600,10 +633,26 @@ def follow_with_bar(client: Client, job: dict[str, Any]) -> dict[str, Any]:
             if event == "epoch":
                 progress.update(bar, completed=data["epoch"], detail=epoch_line(data))
                 continue
+            if event == "progress":  # within a long epoch: the bar moves by its fraction
+                done = data["epoch"] - 1 + data["epoch_fraction"]
+                progress.update(bar, completed=done, detail=progress_line(data))
+                continue
+            if event not in JOB_EVENTS:
+                continue
             job = data  # its status changed, or it ended
             if not job["epoch"]:
                 progress.update(bar, detail=job["status"])
     return job
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    """``step 1200  loss 1.2345  bpc 1.781  5,210 chars/s``: where a long epoch stands."""
+    bpc = progress.get("bits_per_char")
+    return (
+        f"step {progress['step']}  loss {progress['loss']:.4f}  "
+        + (f"bpc {bpc:.3f}  " if bpc is not None else "")
+        + f"{progress['chars_per_second']:,.0f} chars/s"
+    )
 
 
 def epoch_line(epoch: dict[str, Any]) -> str:
@@ -857,12 +906,27 @@ def models(
                 str(v["epochs"]),
                 f"{(v['metrics'] or {}).get('loss', float('nan')):.4f}",
                 f"{(v['metrics'] or {}).get('train_char_accuracy', 0):.0%}",
+                str(v.get("best_epoch") or ""),
+                v.get("stop_reason") or "",
+                validation_cell(v.get("validation")),
                 minute(v["created_at"]),
             )
             for v in answer["versions"]
         ]
-        header = ("version", "task", "architecture", "epochs", "loss", "accuracy", "created")
+        header = (
+            "version", "task", "architecture", "epochs", "loss", "accuracy",
+            "best", "stopped", "validation", "created",
+        )  # fmt: skip
         show_rows(header, rows, quiet=quiet)
+
+
+def validation_cell(scores: dict[str, Any] | None) -> str:
+    """The best epoch's held-out scores: ``1.2345 (1.78 bpc)`` for text, ``0.12 92%``."""
+    if not scores:
+        return ""
+    if scores.get("bits_per_char") is not None:
+        return f"{scores['loss']:.4f} ({scores['bits_per_char']:.2f} bpc)"
+    return f"{scores['loss']:.4f} {scores.get('char_accuracy') or 0:.0%}"
 
 
 VersionOption = Annotated[int | None, typer.Option(min=1, help="Default: the latest.")]

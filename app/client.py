@@ -95,7 +95,8 @@ class Client:
 
     def follow(self, job_id: str) -> Iterator[Event]:
         """The job's server-sent events until it ends: ``("job", job)`` first and at each
-        change of status, ``("epoch", metrics)`` for each epoch once, ``("end", job)``.
+        change of status, ``("epoch", metrics)`` for each epoch once, ``("progress",
+        step_progress)`` within long epochs, ``("end", job)``.
 
         A stream that ends or breaks before the job does (the server dropped a reader
         that fell behind, restarted, or the network failed) is resumed after the last

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import to_json
@@ -18,7 +18,7 @@ from app.jobs.spec import TRAINING_RULES, JobSpec, ModelName
 from app.ml.hyperparameters import Hyperparameters
 from app.ml.inference import LabelScores, Prediction
 from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
-from app.ml.metrics import EpochMetrics
+from app.ml.metrics import EpochMetrics, StepProgress, StopReason
 from app.ml.model import ModelConfig
 from app.ml.vocab import Vocab
 from app.serving.evaluation import Evaluation
@@ -71,7 +71,16 @@ class JobPublic(BaseModel):
     status: JobStatus
     epoch: int = Field(description="Epochs completed.")
     epochs: int
-    progress: float = Field(ge=0, le=1)
+    progress: float = Field(
+        ge=0, le=1, description="Share of the epochs done, the current one's batches included."
+    )
+    step_progress: StepProgress | None = Field(
+        None,
+        description="Where a running job stands within its epoch: steps, epoch fraction, "
+        "recent loss (and bits per character for text), learning rate, characters per "
+        "second; reported every checkpoint_every_steps steps or CHARNN_PROGRESS_SECONDS "
+        "seconds, null between an epoch's end and the next report.",
+    )
     attempts: int = Field(description="Times a worker started the job (resumes included).")
     failures: int = Field(description="Attempts that failed; the job fails at max_attempts.")
     cancel_requested: bool
@@ -100,7 +109,8 @@ class JobPublic(BaseModel):
     eta_seconds: float | None = Field(
         description="Estimated seconds left while it runs: the epochs left times the "
         "wall-clock time between its latest epochs' recorded_at (checkpoint and registry "
-        "writes and validation included)."
+        "writes and validation included); within its first epoch, that epoch's training "
+        "time so far over the share of it done."
     )
 
 
@@ -123,6 +133,15 @@ class EpochPage(BaseModel):
 # --- models -------------------------------------------------------------------------------
 
 
+class ValidationScores(BaseModel):
+    """A version's held-out scores, as training measured them at its best epoch."""
+
+    loss: float = Field(description="Mean loss in nats (per character for text).")
+    bits_per_char: float | None = Field(description="loss / ln 2 (text only).")
+    char_accuracy: float | None
+    seq_accuracy: float | None
+
+
 class VersionPublic(BaseModel):
     model_name: str
     version: int
@@ -135,6 +154,21 @@ class VersionPublic(BaseModel):
     vocab: Vocab
     metrics: EpochMetrics | None = Field(description="The last epoch's metrics.")
     epochs: int
+    best_epoch: int | None = Field(
+        None,
+        description="The epoch whose weights the version holds: the lowest validation loss, "
+        "or the last without validation data (null for versions from before it was kept).",
+    )
+    stop_reason: StopReason | None = Field(
+        None,
+        description="Why training stopped: completed (its epochs), max_steps, max_seconds "
+        "or early_stopping (null for versions from before it was recorded).",
+    )
+    validation: ValidationScores | None = Field(
+        None,
+        description="The validation scores recorded at training time at the best epoch; "
+        "null without validation data.",
+    )
     parameters: int
     size_bytes: int
     sha256: str = Field(description="sha256 of the weights file.")
@@ -368,9 +402,15 @@ def job_public(
     if job.started_at is not None:
         end = job.finished_at or utcnow()
         elapsed = (end - job.started_at).total_seconds()
+    step = StepProgress.model_validate(job.progress) if job.progress else None
+    if step is not None and step.epoch <= job.epoch:
+        step = None  # told of an epoch that has ended since
+    fraction = step.epoch_fraction if step is not None else 0.0
     per_epoch = seconds_per_epoch(recent or [])
+    if per_epoch is None and step is not None and step.seconds and fraction:
+        per_epoch = step.seconds / fraction  # the first epoch, by the share of it done
     if job.status == JobStatus.RUNNING and per_epoch is not None:
-        eta = per_epoch * (job.epochs - job.epoch)
+        eta = per_epoch * (job.epochs - job.epoch - fraction)
     elif job.status == JobStatus.RUNNING and job.estimated_seconds is not None:
         eta = max(job.estimated_seconds - (elapsed or 0.0), 0.0)  # no epoch to go by yet
     return JobPublic(
@@ -379,7 +419,8 @@ def job_public(
         status=JobStatus(job.status),
         epoch=job.epoch,
         epochs=job.epochs,
-        progress=min(job.epoch / job.epochs, 1.0),
+        progress=min((job.epoch + fraction) / job.epochs, 1.0),
+        step_progress=step,
         attempts=job.attempts,
         failures=job.failures,
         cancel_requested=job.cancel_requested,
@@ -407,6 +448,9 @@ def version_public(model_name: str, row: VersionRow) -> VersionPublic:
         vocab=Vocab.model_validate(row.vocab),
         metrics=EpochMetrics.model_validate(row.metrics) if row.metrics else None,
         epochs=row.epochs,
+        best_epoch=row.best_epoch,
+        stop_reason=cast(StopReason | None, row.stop_reason),
+        validation=ValidationScores.model_validate(row.validation) if row.validation else None,
         parameters=row.parameters,
         size_bytes=row.size_bytes,
         sha256=row.sha256,

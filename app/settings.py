@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(
         24 * 3600, ge=1, description="Wall-clock limit of a job, from its first start."
     )
+    progress_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Within an epoch, a running job reports its progress and writes a "
+        "checkpoint to resume from at least this often.",
+    )
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once.")
     job_max_attempts: int = Field(
         3, ge=1, le=20, description="Tries before a job that keeps failing ends failed."
@@ -224,6 +231,13 @@ class Settings(BaseSettings):
         512, ge=1, le=1024, description="hyperparameters.embedding_size."
     )
     max_epochs: int = Field(10_000, ge=1, le=100_000, description="hyperparameters.epochs.")
+    min_checkpoint_every_steps: int = Field(
+        10,
+        ge=1,
+        le=1_000_000,
+        description="Smallest hyperparameters.checkpoint_every_steps (each report writes a "
+        "checkpoint).",
+    )
     max_seq_len: int = Field(1024, ge=1, le=4096, description="hyperparameters.seq_len.")
     max_batch_size: int = Field(1024, ge=1, le=4096, description="hyperparameters.batch_size.")
     max_inference_cost: float = Field(

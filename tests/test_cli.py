@@ -503,3 +503,32 @@ def test_upload_a_dataset_train_on_it_list_and_delete_it(
     assert (deleted.returncode, deleted.stdout.strip()) == (0, f"deleted dataset {dataset}")
     assert both.returncode == 2
     assert "one of them" in both.stderr
+
+
+def test_train_with_a_budget_follows_steps_and_shows_why_it_stopped(
+    start_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    server = start_server(min_checkpoint_every_steps=1, event_poll_seconds=0.05)
+    (tmp_path / "story.txt").write_text(long_text(40_000))
+    # the text defaults' GRU: 60 steps of 32 x 100 characters, a report 10 steps into each
+    # epoch, shown if the stream polls before the next (progress is news, not history)
+    budget = ["--max-steps", "60", "--checkpoint-every-steps", "10", "--lr-schedule", "cosine"]
+
+    trained = charnn(
+        server, "train", "story", "story.txt", "--text", *budget, "--seed", "1", "--follow",
+        cwd=tmp_path,
+    )  # fmt: skip
+    versions = charnn(server, "models", "story", cwd=tmp_path)
+
+    assert trained.returncode == 0, trained.stderr
+    lines = trained.stdout.splitlines()
+    steps = [line.split(" step ")[1].split() for line in lines if " step " in line]
+    assert steps, trained.stdout
+    # 12 steps an epoch: the 10th of each (10, 22, 34...), as the epoch fraction says
+    assert all(int(words[0]) % 12 == 10 and "bpc" in words for words in steps), trained.stdout
+    assert "story version 1 is ready" in lines[-1]
+    header, row = versions.stdout.splitlines()
+    assert header.split("\t")[6:9] == ["best", "stopped", "validation"]
+    best = server.http.get("/models/story/versions/1").json()["best_epoch"]
+    assert row.split("\t")[6:8] == [str(best), "max_steps"]
+    assert "bpc)" in row.split("\t")[8]

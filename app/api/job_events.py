@@ -4,6 +4,8 @@ The stream of one follower::
 
     event: job              the job's summary (no history), first and at each change
     id: 7 / event: epoch    one event per epoch, each sent once; id is the epoch number
+    event: progress         where a running job stands within its epoch (step progress),
+                            when it changes; not replayed to a follower that reconnects
     event: end              the job ended (its final summary); the stream ends too
     : keep-alive            a comment after 15 quiet seconds
 
@@ -25,6 +27,7 @@ it was recorded with did not verify) is not sent again to a follower that had it
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -73,6 +76,11 @@ def epoch_events(registry: Registry, job_id: str, after: int) -> list[Event]:
 def encoded_epochs(registry: Registry, job_id: str, after: int) -> tuple[list[Event], str]:
     events = epoch_events(registry, job_id, after)
     return events, "".join(event.encode() for event in events)
+
+
+def progress_event(progress: dict[str, Any]) -> Event:
+    """As the worker recorded it (a StepProgress, validated when it was made)."""
+    return Event("progress", json.dumps(progress, separators=(",", ":")))
 
 
 def job_event(registry: Registry, job_id: str, name: str = "job") -> Event:
@@ -150,6 +158,8 @@ class JobFeed:
             if len(events) < PAGE_SIZE:
                 break
             after = events[-1].epoch or after
+        if state.progress is not None and state.progress != before.progress:
+            self.publish(progress_event(state.progress))
         changed = (state.status, state.attempts, state.failures, state.cancel_requested) != (
             before.status,
             before.attempts,

@@ -34,6 +34,7 @@ def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings
                 f"{value}, at most {limit} allowed",
                 f"CHARNN_{setting.upper()}",
             )
+    check_budgets(spec, settings)
     parameters = estimate_parameters(config)
     cost = parameters * spec.characters * hp.epochs
     if cost > settings.max_training_cost:
@@ -62,6 +63,38 @@ def with_dataset(spec: JobSpec, settings: Settings, registry: Registry) -> JobSp
     # what the client gave (the defaults it left out are the dataset's to fill)
     given = spec.model_dump(mode="json", exclude_unset=True)
     return JobSpec.model_validate(given, context=context)
+
+
+def check_budgets(spec: JobSpec, settings: Settings) -> None:
+    """A time budget the service would cut short, and checkpoints too frequent to write."""
+    hp = spec.hyperparameters
+    if hp.max_seconds is not None and hp.max_seconds > settings.job_timeout_seconds:
+        raise LimitExceededError(
+            "hyperparameters.max_seconds",
+            f"{hp.max_seconds:g}, at most {settings.job_timeout_seconds} allowed (a job "
+            "running longer fails)",
+            "CHARNN_JOB_TIMEOUT_SECONDS",
+        )
+    every, least = hp.checkpoint_every_steps, settings.min_checkpoint_every_steps
+    if every is not None and every < least:
+        raise LimitExceededError(
+            "hyperparameters.checkpoint_every_steps",
+            f"{every}, at least {least} allowed (each report writes a checkpoint)",
+            "CHARNN_MIN_CHECKPOINT_EVERY_STEPS",
+        )
+
+
+def check_validation_data(spec: JobSpec, examples: int) -> None:
+    """Early stopping and the plateau schedule judge by held-out examples: some must be."""
+    hp = spec.hyperparameters
+    judged = hp.early_stopping_patience is not None or hp.lr_schedule == "plateau"
+    if judged and int(hp.validation_fraction * examples) == 0:  # as app.ml.data.split rounds
+        raise InvalidRequestError(
+            "hyperparameters.validation_fraction",
+            f"{hp.validation_fraction:g} of {examples} examples holds none out, and "
+            "early_stopping_patience or lr_schedule 'plateau' judge by the validation loss: "
+            "raise validation_fraction or give more data",
+        )
 
 
 def check_limits(spec: JobSpec, settings: Settings) -> None:
@@ -138,6 +171,9 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
     check_limits(spec, settings)
     # unknown characters, misaligned pairs, a vocabulary short of the dataset's: refused now
     dataset = build_dataset(spec, settings.store_dir)
+
+    dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
+    check_validation_data(spec, len(dataset.examples))
     config = ModelConfig.from_hyperparameters(spec.hyperparameters, dataset.vocab)
     parameters = check_hyperparameters(spec, config, settings)
     device = spec.device or settings.device

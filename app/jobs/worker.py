@@ -3,9 +3,12 @@
     run_job(job_id, owner, settings)
 
 It rebuilds the dataset from the job's stored specification, resumes from the job's
-latest epoch checkpoint if there is one, trains, and after every epoch writes a
-checkpoint and the epoch's metrics. On success it publishes the final weights as
-the model's next version. The registry is the source of truth throughout: every
+latest checkpoint if there is one, trains, and after every epoch writes a
+checkpoint and the epoch's metrics; within an epoch, every ``checkpoint_every_steps``
+steps or CHARNN_PROGRESS_SECONDS seconds, a checkpoint and the job's step progress,
+so a crash loses little of a long epoch. When training ends (its epochs, a budget, or
+early stopping) it publishes the best validation epoch's weights as the model's next
+version. The registry is the source of truth throughout: every
 write is guarded by the worker's lease, so a worker that lost its job stops.
 
 An attempt that fails ends in one of two ways:
@@ -21,6 +24,7 @@ An attempt that fails ends in one of two ways:
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 import torch
@@ -43,7 +47,7 @@ from app.ml.errors import (
     UnknownCharactersError,
     VocabularyError,
 )
-from app.ml.metrics import EpochMetrics
+from app.ml.metrics import EpochMetrics, StepProgress
 from app.ml.train import TrainingSession, train
 from app.settings import Settings
 from app.store.layout import StoreLayout
@@ -139,7 +143,19 @@ def _run(
         layout.prune_job_checkpoints(job_id)
         log.info("job %s epoch %d/%d loss=%.4f", job_id, metrics.epoch, job.epochs, metrics.loss)
 
-    outcome = train(session, on_epoch_end=on_epoch_end, should_stop=heartbeat.should_stop)
+    def on_progress(session: TrainingSession, progress: StepProgress) -> None:
+        path = layout.job_checkpoint(job_id, session.epoch, session.batch_in_epoch)
+        save_checkpoint(session.checkpoint(), path)
+        registry.record_progress(job_id, owner, progress.model_dump(mode="json"))
+        layout.prune_job_checkpoints(job_id)
+
+    outcome = train(
+        session,
+        on_epoch_end=on_epoch_end,
+        on_progress=on_progress,
+        should_stop=heartbeat.should_stop,
+        progress_seconds=settings.progress_seconds,
+    )
     if heartbeat.lease_lost:
         log.warning("job %s: lease lost, stopping without writing", job_id)
         return JobStatus(registry.get_job(job_id).status)
@@ -153,7 +169,8 @@ def _run(
         registry.finish_job(job_id, owner, JobStatus.CANCELLED, "cancelled on request")
         layout.remove_job(job_id)
         return JobStatus.CANCELLED
-    final = session.checkpoint(with_training_state=False)
+    final = session.checkpoint(with_training_state=False)  # the best epoch's weights
+    log.info("job %s stopped: %s, best epoch %s", job_id, outcome.stop_reason, final.best_epoch)
     publish_checkpoint(registry, layout, spec.model_name, final, job_id=job_id, owner=owner)
     layout.remove_job(job_id)
     return JobStatus.SUCCEEDED
@@ -174,9 +191,15 @@ def _start_or_resume(
             checkpoint = load_checkpoint(path, with_training_state=True)
             session = TrainingSession.resume(checkpoint, dataset, device)
         except CheckpointError as exc:
-            log.warning("job %s: skipping unusable checkpoint %s: %s", job_id, path, exc)
+            log.warning("job %s: removing unusable checkpoint %s: %s", job_id, path, exc)
+            shutil.rmtree(path, ignore_errors=True)  # training there again writes it anew
             continue
-        log.info("job %s: resuming after epoch %d", job_id, session.epoch)
+        log.info(
+            "job %s: resuming after epoch %d, batch %d",
+            job_id,
+            session.epoch,
+            session.batch_in_epoch,
+        )
         job = registry.get_job(job_id)
         if session.history and job.epoch < session.epoch:  # checkpointed but not yet recorded
             last = session.history[-1].model_dump(mode="json")

@@ -7,6 +7,14 @@ A checkpoint is a directory:
     weights.safetensors    the model's state dict
     training.safetensors   optimizer state and random generator states (optional;
                            present while a job trains, so it can resume)
+    best.safetensors       the weights of the best validation epoch so far (with
+                           training.safetensors only; a published version's weights
+                           are already its best)
+
+Format version 2 added the best epoch, why training stopped, and where within an
+epoch a job's checkpoint was taken (steps, the unfinished epoch's running sums, the
+validation watch), so a checkpoint taken mid-epoch resumes exactly. Version 1
+checkpoints still load: they were taken at epoch ends, and their best is their last.
 
 Nothing is ever unpickled: safetensors holds raw tensors only, and the JSON is
 validated by pydantic. Saving builds the directory under a hidden staging name and
@@ -27,7 +35,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal, Self
@@ -47,15 +55,18 @@ from pydantic import (
 from app.ml.data import Task
 from app.ml.errors import CheckpointError, StorageError
 from app.ml.hyperparameters import Hyperparameters
-from app.ml.metrics import EpochMetrics
+from app.ml.metrics import EpochMetrics, StopReason, TallySums
 from app.ml.model import ModelConfig, expected_shapes
+from app.ml.schedule import ValidationWatch
 from app.ml.vocab import Vocab
 
 FORMAT = "charnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META_FILE = "checkpoint.json"
 WEIGHTS_FILE = "weights.safetensors"
 TRAINING_FILE = "training.safetensors"
+BEST_FILE = "best.safetensors"
 MAX_META_BYTES = 64 * 1024 * 1024
 STAGING_MARKER = ".partial-"
 
@@ -65,6 +76,22 @@ class FileDigest(BaseModel):
     size: int = Field(ge=0)
 
 
+class LoopPosition(BaseModel):
+    """Where the loop stood: steps taken, the unfinished epoch, the validation watch.
+
+    ``batch_in_epoch`` batches of epoch ``epoch + 1`` are done and summed in ``tally``;
+    the shuffle generator's state saved with it is the one that epoch's order was drawn
+    from, so the order is drawn again and those batches skipped.
+    """
+
+    step: int = Field(0, ge=0)
+    batch_in_epoch: int = Field(0, ge=0)
+    trained_seconds: float = Field(0.0, ge=0)
+    epoch_seconds: float = Field(0.0, ge=0)
+    tally: TallySums | None = None
+    watch: ValidationWatch = Field(default_factory=ValidationWatch)
+
+
 class TrainingMeta(BaseModel):
     """The JSON half of the training state (the tensors are in training.safetensors)."""
 
@@ -72,6 +99,7 @@ class TrainingMeta(BaseModel):
     optimizer_param_groups: list[dict[str, Any]]
     optimizer_scalars: dict[str, dict[str, float | int | bool]]
     cuda_rng_states: int = Field(ge=0)
+    loop: LoopPosition = Field(default_factory=LoopPosition)  # version 1: an epoch's end
 
 
 class CheckpointMeta(BaseModel):
@@ -88,6 +116,8 @@ class CheckpointMeta(BaseModel):
     history: list[EpochMetrics]
     files: dict[str, FileDigest]
     training: TrainingMeta | None = None
+    best_epoch: int | None = Field(None, ge=1)  # null: version 1, or no epoch yet
+    stop_reason: StopReason | None = None  # null while training, and in version 1
 
     @model_validator(mode="after")
     def _vocab_fits_model(self) -> Self:
@@ -128,14 +158,18 @@ class TrainingState:
     cpu_rng: torch.Tensor
     shuffle_rng: torch.Tensor
     cuda_rng: list[torch.Tensor]
+    loop: LoopPosition = field(default_factory=LoopPosition)
+    best_weights: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def capture(
         cls,
         seed: int,
         optimizer: torch.optim.Optimizer,
-        shuffle: torch.Generator,
+        shuffle_state: torch.Tensor,
         device: torch.device,
+        loop: LoopPosition,
+        best_weights: dict[str, torch.Tensor] | None,
     ) -> TrainingState:
         state_dict = optimizer.state_dict()
         tensors: dict[str, dict[str, torch.Tensor]] = {}
@@ -152,8 +186,10 @@ class TrainingState:
             optimizer_scalars=scalars,
             param_groups=json.loads(json.dumps(state_dict["param_groups"])),
             cpu_rng=torch.get_rng_state(),
-            shuffle_rng=shuffle.get_state(),
+            shuffle_rng=shuffle_state,
             cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            loop=loop,
+            best_weights=best_weights,
         )
 
     def optimizer_state_dict(self) -> dict[str, Any]:
@@ -182,10 +218,16 @@ class TrainingState:
             optimizer_param_groups=self.param_groups,
             optimizer_scalars=self.optimizer_scalars,
             cuda_rng_states=len(self.cuda_rng),
+            loop=self.loop,
         )
 
     @classmethod
-    def from_parts(cls, meta: TrainingMeta, flat: dict[str, torch.Tensor]) -> TrainingState:
+    def from_parts(
+        cls,
+        meta: TrainingMeta,
+        flat: dict[str, torch.Tensor],
+        best_weights: dict[str, torch.Tensor] | None = None,
+    ) -> TrainingState:
         try:
             optimizer_tensors: dict[str, dict[str, torch.Tensor]] = {}
             for key, tensor in flat.items():
@@ -200,6 +242,8 @@ class TrainingState:
                 cpu_rng=flat["rng.cpu"],
                 shuffle_rng=flat["rng.shuffle"],
                 cuda_rng=[flat[f"rng.cuda.{i}"] for i in range(meta.cuda_rng_states)],
+                loop=meta.loop,
+                best_weights=best_weights,
             )
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{TRAINING_FILE} is incomplete: {exc}") from exc
@@ -217,6 +261,8 @@ class Checkpoint:
     history: list[EpochMetrics]
     weights: dict[str, torch.Tensor]
     training: TrainingState | None = None
+    best_epoch: int | None = None
+    stop_reason: StopReason | None = None
 
     def require_training_state(self) -> TrainingState:
         if self.training is None:
@@ -296,6 +342,9 @@ def _write_parts(checkpoint: Checkpoint, directory: Path) -> CheckpointMeta:
     if training is not None:
         data = safetensors.torch.save({k: v.contiguous() for k, v in training.tensors().items()})
         files[TRAINING_FILE] = write_file(directory / TRAINING_FILE, data)
+        if training.best_weights is not None:
+            best = {k: v.detach().cpu().contiguous() for k, v in training.best_weights.items()}
+            files[BEST_FILE] = write_file(directory / BEST_FILE, safetensors.torch.save(best))
     meta = CheckpointMeta(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -309,6 +358,8 @@ def _write_parts(checkpoint: Checkpoint, directory: Path) -> CheckpointMeta:
         history=checkpoint.history,
         files=files,
         training=training.meta() if training is not None else None,
+        best_epoch=checkpoint.best_epoch,
+        stop_reason=checkpoint.stop_reason,
     )
     # the JSON goes last: it names the hashes of the files written before it
     write_file(directory / META_FILE, meta.model_dump_json(indent=2).encode())
@@ -355,10 +406,10 @@ def parse_meta(raw: Any) -> CheckpointMeta:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"not a charnn checkpoint: {META_FILE} lacks format {FORMAT!r}")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"checkpoint format version {version!r} is not supported "
-            f"(this charnn reads version {FORMAT_VERSION})"
+            f"(this charnn reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         return CheckpointMeta.model_validate(raw)
@@ -541,6 +592,8 @@ def _from_meta(
         history=meta.history,
         weights=weights,
         training=training,
+        best_epoch=meta.best_epoch,
+        stop_reason=meta.stop_reason,
     )
 
 
@@ -552,5 +605,9 @@ def load_checkpoint(directory: Path, *, with_training_state: bool = False) -> Ch
     training = None
     if with_training_state and meta.training is not None:
         flat = read_tensors(directory, TRAINING_FILE, meta)
-        training = TrainingState.from_parts(meta.training, flat)
+        best = None
+        if BEST_FILE in meta.files:
+            best = read_tensors(directory, BEST_FILE, meta)
+            check_weights(meta.config, best)
+        training = TrainingState.from_parts(meta.training, flat, best)
     return _from_meta(meta, weights, training)

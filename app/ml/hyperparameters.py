@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from app.ml.jsontypes import JsonBool, JsonFloat, JsonInt, OptionalSeed, integral
 
@@ -21,6 +29,9 @@ Architecture = Literal["rnn_cell", "rnn", "embedding_rnn"]
 ONE_HOT_ARCHITECTURES = ("rnn_cell", "rnn")
 Cell = Literal["rnn", "gru", "lstm"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
+LrSchedule = Literal["constant", "cosine", "plateau"]
+MAX_STEPS = 10**9
+MAX_SECONDS = 30 * 24 * 3600  # a month; a service's own limit is usually far lower
 
 
 def null_only_for_one_hot(name: str) -> JsonValue:
@@ -51,6 +62,19 @@ COMBINATION_RULES: list[JsonValue] = [
         },
     },
     *[null_only_for_one_hot(name) for name in ("hidden_size", "embedding_size")],
+    {  # early stopping watches the validation loss: validation_fraction > 0
+        "if": {
+            "properties": {"early_stopping_patience": {"type": "integer"}},
+            "required": ["early_stopping_patience"],
+        },
+        "then": {
+            "properties": {"validation_fraction": {"exclusiveMinimum": 0}},
+        },
+    },
+    {  # plateau watches the validation loss: validation_fraction > 0
+        "if": {"properties": {"lr_schedule": {"const": "plateau"}}, "required": ["lr_schedule"]},
+        "then": {"properties": {"validation_fraction": {"exclusiveMinimum": 0}}},
+    },
 ]
 
 
@@ -118,6 +142,56 @@ class Hyperparameters(BaseModel):
         le=0.5,
         description="Share of examples held out for validation (rounded down; 0: none).",
     )
+    max_steps: Annotated[StrictInt, Field(ge=1, le=MAX_STEPS), integral] | None = Field(
+        None,
+        description="Stop after this many optimizer steps, whatever epochs says (whichever "
+        "comes first); the job succeeds with the best weights so far. null: no limit.",
+    )
+    max_seconds: Annotated[StrictFloat, Field(gt=0, le=MAX_SECONDS)] | None = Field(
+        None,
+        description="Stop after this many seconds of training (across restarts), whatever "
+        "epochs says; the job succeeds with the best weights so far. null: no limit.",
+    )
+    lr_schedule: LrSchedule = Field(
+        "constant",
+        description="constant: learning_rate throughout; cosine: linear warm-up over "
+        "warmup_steps, then a cosine decay to min_learning_rate over the planned steps "
+        "(epochs x steps per epoch, or max_steps if fewer); plateau: multiply the rate by "
+        "plateau_factor when the validation loss has not improved by min_delta for "
+        "plateau_patience epochs (needs validation_fraction > 0).",
+    )
+    warmup_steps: JsonInt = Field(
+        0, ge=0, le=MAX_STEPS, description="cosine: steps of linear warm-up from 0."
+    )
+    min_learning_rate: JsonFloat = Field(
+        0.0, ge=0.0, le=10.0, description="cosine: the rate at the end of the decay."
+    )
+    plateau_factor: JsonFloat = Field(
+        0.1, gt=0.0, lt=1.0, description="plateau: what the rate is multiplied by."
+    )
+    plateau_patience: JsonInt = Field(
+        2, ge=0, le=10_000, description="plateau: epochs without improvement tolerated."
+    )
+    early_stopping_patience: Annotated[StrictInt, Field(ge=1, le=10_000), integral] | None = Field(
+        None,
+        description="Stop when the validation loss has not improved by min_delta for "
+        "this many epochs; the version keeps the best epoch's weights (needs "
+        "validation_fraction > 0). null: off.",
+    )
+    min_delta: JsonFloat = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="How much lower a validation loss must be to count as an improvement.",
+    )
+    checkpoint_every_steps: Annotated[StrictInt, Field(ge=1, le=MAX_STEPS), integral] | None = (
+        Field(
+            None,
+            description="Report progress and write a resumable checkpoint every this many "
+            "optimizer steps within an epoch (besides the worker's time-based interval, "
+            "CHARNN_PROGRESS_SECONDS). null: by time only.",
+        )
+    )
     seed: OptionalSeed = Field(
         None,
         description="Random seed; a fixed seed makes a CPU run reproducible bit for bit. "
@@ -155,6 +229,22 @@ class Hyperparameters(BaseModel):
                 raise ValueError(
                     f"{name} may be null only for architecture 'rnn_cell' or 'rnn' (which "
                     f"have none); {self.architecture!r} needs one"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_validation_needs(self) -> Self:
+        """Early stopping and the plateau schedule judge by the validation loss."""
+        if self.validation_fraction == 0:
+            if self.early_stopping_patience is not None:
+                raise ValueError(
+                    "early_stopping_patience needs validation data: set validation_fraction "
+                    "above 0, or early_stopping_patience to null"
+                )
+            if self.lr_schedule == "plateau":
+                raise ValueError(
+                    "lr_schedule 'plateau' needs validation data: set validation_fraction "
+                    "above 0, or use lr_schedule 'constant' or 'cosine'"
                 )
         return self
 

@@ -45,6 +45,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.ml.checkpoint import (
+    BEST_FILE,
     META_FILE,
     TRAINING_FILE,
     WEIGHTS_FILE,
@@ -57,7 +58,7 @@ from app.store.registry import Registry, StoredVersion
 from app.store.tables import JobStatus
 
 LEFTOVER_MIN_AGE_SECONDS = 600.0
-CHECKPOINT_FILES = frozenset({META_FILE, WEIGHTS_FILE, TRAINING_FILE})
+CHECKPOINT_FILES = frozenset({META_FILE, WEIGHTS_FILE, TRAINING_FILE, BEST_FILE})
 
 
 class Kind(StrEnum):

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, ExceptionContext, create_engine, even
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0004"  # the newest migration (tests/store/test_migrations.py keeps it so)
+HEAD_REVISION = "0005"  # the newest migration (tests/store/test_migrations.py keeps it so)
 SQLITE_BEGIN = "charnn_sqlite_begin"  # an execution option: how SQLite transactions begin
 
 

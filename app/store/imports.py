@@ -26,6 +26,7 @@ import torch
 
 from app.errors import InvalidRequestError, LimitExceededError, UploadTooLargeError
 from app.ml.checkpoint import (
+    FORMAT_VERSION,
     MAX_HEADER_BYTES,
     META_FILE,
     WEIGHTS_FILE,
@@ -245,5 +246,10 @@ def clean_meta(meta: CheckpointMeta) -> str:
     """The JSON this charnn writes for ``meta``: its own fields only, no training state."""
     now = datetime.now(UTC)
     files = {WEIGHTS_FILE: meta.files[WEIGHTS_FILE]}
-    update = {"created_at": now, "torch_version": torch.__version__, "files": files}
+    update = {
+        "created_at": now,
+        "torch_version": torch.__version__,
+        "files": files,
+        "format_version": FORMAT_VERSION,  # a format-1 upload reads as format 2
+    }
     return meta.model_copy(update={**update, "training": None}).model_dump_json(indent=2)

@@ -27,7 +27,8 @@ from app.ml.checkpoint import META_FILE, STAGING_MARKER
 MODEL_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-_EPOCH_DIR = re.compile(r"^epoch-(\d{6})$")
+# epochs completed, then (within the next epoch) batches done: epoch-000007-batch-000000012
+_EPOCH_DIR = re.compile(r"^epoch-(\d{6})(?:-batch-(\d{9}))?$")
 PROBE_BYTES = 4096
 
 
@@ -127,11 +128,14 @@ class StoreLayout:
     def job_dir(self, job_id: str) -> Path:
         return self.jobs / _checked(job_id, _HEX_ID, "job id")
 
-    def job_checkpoint(self, job_id: str, epoch: int) -> Path:
-        return self.job_dir(job_id) / f"epoch-{epoch:06d}"
+    def job_checkpoint(self, job_id: str, epoch: int, batch: int = 0) -> Path:
+        """After ``epoch`` epochs and, within the next, ``batch`` batches."""
+        name = f"epoch-{epoch:06d}" + (f"-batch-{batch:09d}" if batch else "")
+        return self.job_dir(job_id) / name
 
     def job_checkpoints(self, job_id: str) -> list[tuple[int, Path]]:
-        """Complete epoch checkpoints of a job, oldest first (staging leftovers ignored)."""
+        """Complete checkpoints of a job with their epochs completed, oldest first (those
+        taken within an epoch after its start; staging leftovers ignored)."""
         directory = self.job_dir(job_id)
         if not directory.is_dir():
             return []
@@ -139,8 +143,8 @@ class StoreLayout:
         for child in directory.iterdir():
             match = _EPOCH_DIR.fullmatch(child.name)
             if match and (child / META_FILE).is_file():
-                found.append((int(match.group(1)), child))
-        return sorted(found)
+                found.append(((int(match.group(1)), int(match.group(2) or 0)), child))
+        return [(epoch, path) for (epoch, _), path in sorted(found)]
 
     def latest_job_checkpoint(self, job_id: str) -> Path | None:
         found = self.job_checkpoints(job_id)

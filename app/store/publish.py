@@ -9,6 +9,7 @@ leaves nothing, not even the empty directory of a model that had no version yet.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from app.ml.checkpoint import (
     WEIGHTS_FILE,
@@ -57,4 +58,21 @@ def describe_version(path: Path, directory: str, meta: CheckpointMeta) -> NewVer
         parameters=estimate_parameters(meta.config),
         size_bytes=sum(f.stat().st_size for f in path.iterdir()),
         sha256=meta.files[WEIGHTS_FILE].sha256,
+        best_epoch=meta.best_epoch,
+        stop_reason=meta.stop_reason,
+        validation=validation_at_best(meta),
     )
+
+
+def validation_at_best(meta: CheckpointMeta) -> dict[str, Any] | None:
+    """The validation scores recorded when the version's weights were trained; null
+    without validation data or a known best epoch (checkpoints of format 1)."""
+    best = next((m for m in meta.history if m.epoch == meta.best_epoch), None)
+    if best is None or best.val_loss is None:
+        return None
+    return {
+        "loss": best.val_loss,
+        "bits_per_char": best.val_bits_per_char,
+        "char_accuracy": best.val_char_accuracy,
+        "seq_accuracy": best.val_seq_accuracy,
+    }

@@ -65,6 +65,9 @@ class NewVersion:
     parameters: int
     size_bytes: int
     sha256: str
+    best_epoch: int | None = None
+    stop_reason: str | None = None
+    validation: dict[str, Any] | None = None  # the best epoch's validation scores
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class JobState:
     attempts: int
     failures: int
     cancel_requested: bool
+    progress: dict[str, Any] | None = None  # the latest step progress within an epoch
 
 
 @dataclass(frozen=True)
@@ -244,16 +248,21 @@ class Registry:
             return [JobSummary(*found) for found in session.execute(query)], total
 
     def job_state(self, job_id: str) -> JobState:
-        """Five small columns of a job: what a follower polls (never its data or history)."""
+        """Six small columns of a job: what a follower polls (never its data or history)."""
         query = select(
-            JobRow.status, JobRow.epoch, JobRow.attempts, JobRow.failures, JobRow.cancel_requested
+            JobRow.status,
+            JobRow.epoch,
+            JobRow.attempts,
+            JobRow.failures,
+            JobRow.cancel_requested,
+            JobRow.progress,
         ).where(JobRow.id == job_id)
         with self._sessions() as session:
             row = session.execute(query).one_or_none()
         if row is None:
             raise NotFoundError(f"job {job_id!r} does not exist")
-        status, epoch, attempts, failures, cancel_requested = row
-        return JobState(JobStatus(status), epoch, attempts, failures, cancel_requested)
+        status, epoch, attempts, failures, cancel_requested, progress = row
+        return JobState(JobStatus(status), epoch, attempts, failures, cancel_requested, progress)
 
     def job_epochs(
         self, job_id: str, *, after: int = 0, limit: int | None = None
@@ -412,6 +421,14 @@ class Registry:
                 session.flush()
             session.add(EpochRow(job_id=job_id, epoch=epoch, attempt=attempt, metrics=metrics))
             job.epoch = epoch
+            job.progress = None  # the epoch it told of is over
+            job.heartbeat_at = utcnow()
+
+    def record_progress(self, job_id: str, owner: str, progress: dict[str, Any]) -> None:
+        """Store where the job stands within its epoch (its checkpoint is already written)."""
+        with self._transaction() as session:
+            job = self._owned(session, job_id, owner)
+            job.progress = progress
             job.heartbeat_at = utcnow()
 
     def finish_job(

@@ -91,6 +91,11 @@ class VersionRow(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))  # of the weights file
     job_id: Mapped[str | None] = mapped_column(String(32))
+    # the epoch whose weights these are, why training stopped, and that epoch's
+    # validation scores (null for versions published before charnn recorded them)
+    best_epoch: Mapped[int | None]
+    stop_reason: Mapped[str | None] = mapped_column(String(16))
+    validation: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     model: Mapped[ModelRow] = relationship(back_populates="versions")
 
@@ -109,6 +114,7 @@ class JobRow(Base):
     epochs: Mapped[int]
     estimated_seconds: Mapped[float | None]  # at submission; null for older jobs
     epoch: Mapped[int] = mapped_column(default=0)  # epochs completed and checkpointed
+    progress: Mapped[dict[str, Any] | None]  # the latest StepProgress within an epoch
     attempts: Mapped[int] = mapped_column(default=0)  # times a worker started it
     failures: Mapped[int] = mapped_column(default=0)  # attempts that failed (not restarts)
     max_attempts: Mapped[int]

@@ -108,8 +108,21 @@ def test_a_trained_model_and_its_version_are_listed(start_server: StartServer, h
         "grad_clip": None,
         "seq_len": 64,
         "validation_fraction": 0.1,
+        "max_steps": None,
+        "max_seconds": None,
+        "lr_schedule": "constant",
+        "warmup_steps": 0,
+        "min_learning_rate": 0.0,
+        "plateau_factor": 0.1,
+        "plateau_patience": 2,
+        "early_stopping_patience": None,
+        "min_delta": 0.0,
+        "checkpoint_every_steps": None,
         "seed": 0,
     }
+    # one pair, none held out: the best epoch is the last, and there are no scores
+    assert (version["best_epoch"], version["stop_reason"]) == (15, "completed")
+    assert version["validation"] is None
     last_epoch = job["history"][-1]
     assert version["metrics"] == {
         k: v for k, v in last_epoch.items() if k not in ("attempt", "recorded_at")

@@ -16,6 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from app.ml.checkpoint import (
+    BEST_FILE,
     META_FILE,
     TRAINING_FILE,
     WEIGHTS_FILE,
@@ -51,7 +52,8 @@ def saved(checkpoint: Checkpoint, tmp_path: Path) -> Path:
 
 
 def test_a_saved_checkpoint_is_json_and_safetensors(saved: Path) -> None:
-    assert sorted(p.name for p in saved.iterdir()) == [META_FILE, TRAINING_FILE, WEIGHTS_FILE]
+    files = sorted(p.name for p in saved.iterdir())
+    assert files == [BEST_FILE, META_FILE, TRAINING_FILE, WEIGHTS_FILE]
     assert json.loads((saved / META_FILE).read_text())["format"] == "charnn-checkpoint"
 
 
@@ -137,8 +139,8 @@ TAMPERINGS: dict[str, tuple[Callable[[Path], None], str]] = {
         r"weights do not fit the declared architecture: .*expected \(9, 10\)",
     ),
     "bumped-format-version": (
-        lambda d: edit_meta(d, lambda m: set_in(m, "format_version", 2)),
-        r"checkpoint format version 2 is not supported \(this charnn reads version 1\)",
+        lambda d: edit_meta(d, lambda m: set_in(m, "format_version", 3)),
+        r"checkpoint format version 3 is not supported \(this charnn reads versions 1, 2\)",
     ),
     "foreign-json": (
         lambda d: (d / META_FILE).write_text('{"model": "gpt"}'),

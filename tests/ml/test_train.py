@@ -124,7 +124,7 @@ def test_each_epoch_is_reported_to_the_callback() -> None:
 
     outcome = train(session, on_epoch_end=lambda _session, metrics: seen.append(metrics))
 
-    assert outcome == TrainingOutcome("completed", epochs_completed=3)
+    assert outcome == TrainingOutcome("completed", epochs_completed=3, stop_reason="completed")
     assert [m.epoch for m in seen] == [1, 2, 3]
     assert seen == session.history
     assert seen[-1].sample_input == "hello"
@@ -313,7 +313,7 @@ def test_resumed_training_is_identical_to_uninterrupted_training(
     resumed = TrainingSession.resume(checkpoint, dataset, CPU)
     outcome = train(resumed)
 
-    assert outcome == TrainingOutcome("completed", epochs_completed=10)
+    assert outcome == TrainingOutcome("completed", epochs_completed=10, stop_reason="completed")
     assert record(resumed.history) == record(straight.history)
     assert weights_equal(resumed, straight)
 

@@ -180,6 +180,9 @@ def test_racing_submissions_never_queue_more_than_the_limit(url: str, registry: 
             id="record_epoch",
         ),
         pytest.param(
+            lambda r, job_id: r.record_progress(job_id, "a", {"step": 7}), id="record_progress"
+        ),
+        pytest.param(
             lambda r, job_id: r.finish_job(job_id, "a", JobStatus.FAILED, "x"), id="finish_job"
         ),
         pytest.param(
@@ -220,6 +223,20 @@ def test_the_new_owner_writes_on(registry: Registry, new_job: Callable[..., JobR
 
     assert history(registry, job.id) == [(1, 1), (2, 2)]
     assert registry.get_job(job.id).epoch == 2
+
+
+def test_progress_within_an_epoch_is_polled_and_ends_with_the_epoch(
+    registry: Registry, new_job: Callable[..., JobRow]
+) -> None:
+    job = new_job()
+    registry.claim_job(job.id, "a")
+
+    registry.record_progress(job.id, "a", {"step": 7, "epoch": 1})
+    during = registry.job_state(job.id).progress
+    registry.record_epoch(job.id, "a", 1, {"epoch": 1, **METRICS})
+
+    assert during == {"step": 7, "epoch": 1}
+    assert registry.job_state(job.id).progress is None
 
 
 def test_an_epoch_trained_again_replaces_the_earlier_record(

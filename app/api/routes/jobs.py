@@ -31,9 +31,11 @@ JOB_EVENT = {
     "required": ["event", "data"],
     "properties": {
         "event": {
-            "enum": ["job", "epoch", "end"],
+            "enum": ["job", "epoch", "progress", "end"],
             "description": "job: the job's summary, first and whenever its status changes; "
-            "epoch: one epoch, each sent once; end: the job ended, and so does the stream.",
+            "epoch: one epoch, each sent once; progress: where a running job stands within "
+            "its epoch, when that changes (not replayed on reconnecting); end: the job "
+            "ended, and so does the stream.",
         },
         "id": {
             "type": "string",
@@ -48,6 +50,7 @@ JOB_EVENT = {
                 "oneOf": [
                     {"$ref": "#/components/schemas/JobPublic"},
                     {"$ref": "#/components/schemas/EpochPublic"},
+                    {"$ref": "#/components/schemas/StepProgress"},
                 ]
             },
         },
