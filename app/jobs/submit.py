@@ -171,8 +171,6 @@ def submit_job(spec: JobSpec, settings: Settings, registry: Registry, runner: Jo
     check_limits(spec, settings)
     # unknown characters, misaligned pairs, a vocabulary short of the dataset's: refused now
     dataset = build_dataset(spec, settings.store_dir)
-
-    dataset = build_dataset(spec)  # unknown characters, misaligned pairs: refused now
     check_validation_data(spec, len(dataset.examples))
     config = ModelConfig.from_hyperparameters(spec.hyperparameters, dataset.vocab)
     parameters = check_hyperparameters(spec, config, settings)
