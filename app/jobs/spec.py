@@ -331,7 +331,7 @@ class JobSpec(BaseModel):
     def characters(self) -> int:
         if isinstance(self.data, TextData):
             return len(self.data.text)
-        if isinstance(self.data, PairsData):
+        if isinstance(self.data, PairsData | LabelsData):
             return sum(len(p["input"]) for p in self.data.pairs)
         return self._dataset_facts.characters if self._dataset_facts else 0
 

@@ -36,12 +36,21 @@ def check_hyperparameters(spec: JobSpec, config: ModelConfig, settings: Settings
             )
     check_budgets(spec, settings)
     parameters = estimate_parameters(config)
-    cost = parameters * spec.characters * hp.epochs
+    if hp.max_seconds is not None:
+        return parameters  # its time is its budget: bounded more tightly than any cost
+    characters = spec.characters * hp.epochs
+    what = f"{spec.characters} characters x {hp.epochs} epochs"
+    per_step = hp.batch_size * hp.seq_len  # a text window is seq_len characters at most
+    if spec.is_text and hp.max_steps is not None and hp.max_steps * per_step < characters:
+        characters = hp.max_steps * per_step
+        what = f"{hp.max_steps} steps x {hp.batch_size} windows x {hp.seq_len} characters"
+    cost = parameters * characters
     if cost > settings.max_training_cost:
         raise LimitExceededError(
             "hyperparameters",
-            f"{parameters} parameters x {spec.characters} characters x {hp.epochs} epochs = "
-            f"{cost:.3g}, at most {settings.max_training_cost:.3g} allowed",
+            f"{parameters} parameters x {what} = {cost:.3g}, at most "
+            f"{settings.max_training_cost:.3g} allowed; fewer epochs, or a budget "
+            "(max_steps, max_seconds), bound it",
             "CHARNN_MAX_TRAINING_COST",
         )
     return parameters

@@ -91,6 +91,27 @@ def test_the_total_cost_of_a_job_has_a_limit(limited: Callable[..., TestClient])
     assert "CHARNN_MAX_TRAINING_COST" in error["msg"]
 
 
+def test_a_budget_bounds_what_a_job_costs(limited: Callable[..., TestClient]) -> None:
+    """A job stopped by max_steps costs its steps' characters; one stopped by max_seconds,
+    its time (itself bounded by CHARNN_JOB_TIMEOUT_SECONDS), whatever its epochs."""
+    client = limited(max_training_cost=1e10)
+    body = long_body("costly", epochs=10_000)  # windows of 64, 16 a step
+
+    unbounded = client.post("/train", json=body)
+    few_steps = client.post("/train", json=with_hyperparameters(body, max_steps=5))
+    many_steps = client.post("/train", json=with_hyperparameters(body, max_steps=1000))
+    timed = client.post("/train", json=with_hyperparameters(body, max_seconds=60))
+
+    assert unbounded.status_code == many_steps.status_code == 422
+    assert "or a budget (max_steps, max_seconds), bound it" in unbounded.text
+    assert "1000 steps x 16 windows x 64 characters" in many_steps.text
+    assert few_steps.status_code == timed.status_code == 202, timed.text
+
+
+def with_hyperparameters(body: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**body, "hyperparameters": {**body["hyperparameters"], **changes}}
+
+
 def test_a_full_queue_answers_429_with_retry_after(limited: Callable[..., TestClient]) -> None:
     client = limited(max_queued_jobs=1, max_concurrent_jobs=1)
     client.post("/train", json=long_body("first", epochs=200))  # runs (or waits)
