@@ -708,11 +708,20 @@ def model_and_version(given: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def evaluation_source(text: Path | None, data: Path | None, split: str | None) -> dict[str, Any]:
-    """The body of an evaluate request from the one option given."""
-    if [text, data, split].count(None) != 2:
-        complain("error:", "give one of --text FILE, --data FILE or --split validation")
+def evaluation_source(
+    text: Path | None, data: Path | None, split: str | None, dataset: str | None
+) -> dict[str, Any]:
+    """The body of an evaluate request: a file, or a split and/or an uploaded dataset."""
+    files = [text, data].count(None)
+    if files == 0 or (files == 1 and (split or dataset)) or (files == 2 and not (split or dataset)):
+        complain(
+            "error:",
+            "give one of --text FILE, --data FILE or --split validation (with --dataset ID, "
+            "or --dataset ID alone)",
+        )
         raise typer.Exit(EXIT_REFUSED)
+    if dataset is not None:
+        return {"dataset": dataset, **({"split": split} if split else {})}
     try:
         if text is not None:
             return {"data": read_training_data(text, text=True)}
@@ -740,13 +749,19 @@ def evaluate(
         Literal["validation"] | None,
         typer.Option("--split", help="Score the version's own held-out split."),
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", help="Score an uploaded dataset (its held-out part with --split)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     url: UrlOption = "http://127.0.0.1:8000",
     api_key: KeyOption = None,
 ) -> None:
     """Score a version: NLL, bits per character and accuracy on a file or its held-out split."""
     name, version = model_and_version(model)
-    body = evaluation_source(text, data, split)
+    body = evaluation_source(text, data, split, dataset)
     with connected(url, api_key) as client:
         if version is None:
             versions = [v["version"] for v in client.model(name)["versions"]]

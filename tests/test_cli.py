@@ -490,6 +490,7 @@ def test_upload_a_dataset_train_on_it_list_and_delete_it(
     )
     listed = charnn(server, "datasets", "list", cwd=tmp_path)
     shown = charnn(server, "datasets", "show", dataset, cwd=tmp_path)
+    scored = charnn(server, "evaluate", "hello", "--dataset", dataset, "--json", cwd=tmp_path)
     deleted = charnn(server, "datasets", "delete", dataset, cwd=tmp_path)
     both = charnn(server, "train", "hello", "pairs.csv", "--dataset", dataset, cwd=tmp_path)
 
@@ -500,6 +501,9 @@ def test_upload_a_dataset_train_on_it_list_and_delete_it(
     assert dataset in listed.stdout
     assert "hi" in listed.stdout
     assert json.loads(shown.stdout)["kind"] == "pairs"
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["source"] == "dataset"
+    assert json.loads(scored.stdout)["characters"] == 5
     assert (deleted.returncode, deleted.stdout.strip()) == (0, f"deleted dataset {dataset}")
     assert both.returncode == 2
     assert "one of them" in both.stderr
