@@ -7,7 +7,7 @@ a training job's total cost and total characters stay under their limits, genera
 needs a model trained on text, an imported checkpoint's files are a checkpoint. charnn
 refuses a request that breaks one with a 422 whose ``type`` names the rule.
 
-The configuration lets ``positive_data_acceptance`` take a 422 from the six operations
+The configuration lets ``positive_data_acceptance`` take a 422 from the seven operations
 that have such rules, and only those; ``semantic_refusals_only`` then fails any of those
 422s (to a schema-valid request) that refuses anything else. So a 422 for a reason
 the schema could have stated, e.g. a pydantic error, still fails the run. (One more
@@ -32,6 +32,15 @@ SEMANTIC_REFUSALS: dict[str, frozenset[str]] = {
             "limit_exceeded:CHARNN_MAX_TRAINING_COST",  # parameters x characters x epochs
             "limit_exceeded:CHARNN_MAX_TRAINING_CHARS",  # summed over every pair
             "limit_exceeded:CHARNN_MAX_TRAINING_LABELS",  # distinct labels of labeled pairs
+            # a dataset id that names no upload; too few examples for validation_fraction to
+            # hold any out, when early stopping or the plateau schedule judge by them
+            "invalid_request",
+        }
+    ),
+    "POST /datasets": frozenset(
+        {
+            "invalid_data",  # not UTF-8; a row that is not input,target (or input,label)
+            "invalid_request",  # kind text read as csv, tsv or jsonl: two query parameters
         }
     ),
     "POST /predict": frozenset(

@@ -168,7 +168,7 @@ async def import_version(name: NamePath, request: Request, services: ServicesDep
     "/{name}/versions/{version}/evaluate",
     response_model=EvaluationPublic,
     openapi_extra=documented(EvaluateRequest),
-    responses=error_responses(404, 409, 429),
+    responses=error_responses(400, 404, 409, 429),
 )
 async def evaluate_version(
     name: NamePath,
