@@ -179,20 +179,27 @@ class OneHotRNN(nn.Module):
         return run_recurrent(self.rnn, x, lengths, state)  # (B, T, H = V_out)
 
 
+def embedded_recurrent_layers(config: ModelConfig) -> tuple[nn.Embedding, nn.RNNBase]:
+    """The embedding and the fused recurrent layers that read it (embedding_rnn and the
+    classifier's encoder): the same modules, under the same names in either's weights."""
+    embedding = nn.Embedding(config.input_size, config.embedding_width)
+    rnn = FUSED_LAYERS[config.cell](
+        input_size=config.embedding_width,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        bidirectional=config.bidirectional,
+        batch_first=True,
+    )
+    return embedding, rnn
+
+
 class EmbeddingRNN(nn.Module):
     """The tutorial's last model: Embedding -> recurrent layers -> Linear."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(config.input_size, config.embedding_width)
-        self.rnn = FUSED_LAYERS[config.cell](
-            input_size=config.embedding_width,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout,
-            bidirectional=config.bidirectional,
-            batch_first=True,
-        )
+        self.embedding, self.rnn = embedded_recurrent_layers(config)
         directions = 2 if config.bidirectional else 1
         self.head = nn.Linear(config.hidden_size * directions, config.output_size)
 
@@ -215,15 +222,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(config.input_size, config.embedding_width)
-        self.rnn = FUSED_LAYERS[config.cell](
-            input_size=config.embedding_width,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout,
-            bidirectional=config.bidirectional,
-            batch_first=True,
-        )
+        self.embedding, self.rnn = embedded_recurrent_layers(config)
         self.directions = 2 if config.bidirectional else 1
         self.head = nn.Linear(config.hidden_size * self.directions, config.output_size)
 
