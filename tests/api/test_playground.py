@@ -45,11 +45,19 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "/static/playground/playground.js" in page.text
+    for script in ("training-options.js", "step-progress.js", "evaluate.js", "playground.js"):
+        assert f"/static/playground/{script}" in page.text
     assert "http://" not in page.text
     assert "https://" not in page.text
     assets = [("playground.css", "text/css")]
-    assets += [(name, "text/javascript") for name in ("client.js", "playground.js")]
+    scripts = (
+        "client.js",
+        "training-options.js",
+        "step-progress.js",
+        "evaluate.js",
+        "playground.js",
+    )
+    assets += [(name, "text/javascript") for name in scripts]
     for asset, media in assets:
         response = client.get(f"/static/playground/{asset}")
         assert response.status_code == 200
