@@ -117,6 +117,9 @@ def test_a_text_run_under_a_step_budget_shows_its_progress_and_why_it_stopped(
     )
     assert {"nll", "char accuracy", "characters", "sequences"} <= set(scores)
     screenshot(browser, "playground-budget.png")
+    width = "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    scrolled, shown = browser.execute_script(width)
+    assert scrolled <= shown  # the page fits 1024 px (wide tables scroll in their box)
     assert console_errors(browser) == []
 
 

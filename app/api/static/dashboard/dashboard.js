@@ -145,6 +145,7 @@ function fillRow(row, job) {
     when(job.started_at || job.created_at),
   ];
   const classes = ["id", "", "data", "", "hp", "num", "num", "num", "num", "outcome", "num", "when"];
+  row.cells[3].title = job.dataset || "inline data"; // the whole id, where a name is cut
   values.forEach((value, i) => {
     const cell = row.cells[i + 1];
     cell.className = classes[i];

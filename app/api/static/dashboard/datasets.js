@@ -73,8 +73,8 @@ async function deleteDataset(d) {
   clearError(box);
   try {
     await api("DELETE", `/datasets/${encodeURIComponent(d.id)}`);
-    $("datasets-status").textContent = `Deleted dataset ${what}.`;
     await loadDatasets();
+    $("datasets-status").textContent = `Deleted dataset ${what}.`; // said once it is gone
   } catch (err) {
     $("datasets-status").textContent = "";
     showError(box, err, `Deleting dataset ${what} refused`);

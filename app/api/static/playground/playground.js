@@ -555,7 +555,7 @@ function versionRow(v) {
     el("th", { scope: "row" }, String(v.version)),
     el("td", {}, v.task),
     el("td", {}, arch),
-    el("td", { class: "mono" }, vocabText(v.vocab)),
+    el("td", { class: "mono", title: vocabText(v.vocab) }, vocabText(v.vocab)),
     el("td", {}, fixed(metrics.loss)),
     el("td", {}, percent(metrics.train_char_accuracy)),
     el("td", {}, best),
