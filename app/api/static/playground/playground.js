@@ -296,6 +296,8 @@ function renderJob(job) {
     following.pending = null;
     following.job = job;
   }
+  // a job followed mid-epoch shows where it stands before its next progress event
+  if (job.status === "running" && job.step_progress) showStepProgress(job.step_progress);
   $("train-progress").value = job.progress;
   const eta = job.eta_seconds ? `, about ${Math.ceil(job.eta_seconds)} s left` : "";
   $("progress-label").textContent = `${job.epoch} / ${job.epochs} epochs${eta}`;
