@@ -198,5 +198,15 @@ def test_upload_a_dataset_and_train_on_it(
     dataset = httpx.get(f"{live_server}/datasets").json()["items"][0]
     assert (dataset["name"], dataset["characters"]) == ("fox.txt", 2250)
     assert chosen.get_attribute("value") == dataset["id"]
+    # Evaluate scores the new version on the whole dataset
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#versions tr[data-version]")
+    )
+    browser.find_element(By.CSS_SELECTOR, "input[name=evaluate_on][value=dataset]").click()
+    offered = Select(browser.find_element(By.ID, "evaluate-dataset")).first_selected_option
+    assert offered.get_attribute("value") == dataset["id"]
+    browser.find_element(By.ID, "evaluate-button").click()
+    WebDriverWait(browser, 20).until(lambda b: "(dataset)" in text_of(b, "evaluate-output"))
+    assert not browser.find_element(By.ID, "evaluate-error").is_displayed()
     screenshot(browser, "playground-dataset.png")
     assert console_errors(browser) == []

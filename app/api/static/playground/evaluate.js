@@ -1,5 +1,5 @@
-// The playground's "Evaluate": scores the chosen version on its held-out split or on pasted
-// data (POST /models/{name}/versions/{n}/evaluate) and shows nll, bits/char, accuracy and
+// The playground's "Evaluate": scores the chosen version on its held-out split, on pasted
+// data or on an uploaded dataset (POST /models/{name}/versions/{n}/evaluate) and shows nll, bits/char, accuracy and
 // what was counted.
 "use strict";
 
@@ -9,6 +9,7 @@ function evaluateOn() {
 
 function syncEvaluateForm() {
   $("evaluate-data-field").hidden = evaluateOn() !== "data";
+  $("evaluate-dataset-field").hidden = evaluateOn() !== "dataset";
 }
 
 // Pasted data as the version's task reads it: text, "input -> target" or "input,label".
@@ -19,6 +20,16 @@ function pastedData(task, problems) {
   problems.push(...parsed.problems);
   if (!parsed.pairs.length) problems.push(["data", "paste one example or more"]);
   return { pairs: parsed.pairs };
+}
+
+// The request's body: the held-out split, pasted examples, or an uploaded dataset whole.
+function evaluationBody(task, problems) {
+  const on = evaluateOn();
+  if (on === "validation") return { split: "validation" };
+  if (on === "data") return { data: pastedData(task, problems) };
+  const dataset = $("evaluate-dataset").value;
+  if (!dataset) problems.push(["dataset", "upload a dataset first (Train, Uploaded dataset)"]);
+  return { dataset };
 }
 
 // The version shown as chosen: "latest" is the newest listed.
@@ -39,8 +50,7 @@ async function evaluate(event) {
   const problems = [];
   if (!name || !version) problems.push(["model", "train or pick a model first"]);
   const task = versionTasks.get(version);
-  const body =
-    evaluateOn() === "data" ? { data: pastedData(task, problems) } : { split: "validation" };
+  const body = evaluationBody(task, problems);
   if (problems.length) {
     output.hidden = true;
     showError(box, new ApiError(0, problems), "Check the form");

@@ -658,6 +658,9 @@ async function loadDatasets(select) {
   );
   $("dataset-select").replaceChildren(...options);
   if (select) $("dataset-select").value = select;
+  const kept = $("evaluate-dataset").value; // Evaluate offers the same datasets
+  $("evaluate-dataset").replaceChildren(...options.map((option) => option.cloneNode(true)));
+  if (kept) $("evaluate-dataset").value = kept;
 }
 
 async function uploadDataset() {
