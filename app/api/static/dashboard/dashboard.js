@@ -397,6 +397,7 @@ async function poll() {
   if (polling || document.hidden) return;
   polling = true;
   try {
+    await loadDatasets(); // uploads from the playground appear, named in the jobs table
     await loadRuns();
   } finally {
     polling = false;

@@ -5,6 +5,7 @@
 
 const DATASET_PAGE = 100; // GET /datasets's largest page: the newest are listed
 const datasetsById = new Map(); // id -> dataset, for the jobs table's "Data" column
+let datasetsShown = null; // the ids listed, so that a poll redraws (and moves focus) on change
 
 function bytes(size) {
   const units = ["B", "KiB", "MiB", "GiB"];
@@ -30,7 +31,9 @@ async function loadDatasets() {
     const page = await api("GET", `/datasets?limit=${DATASET_PAGE}`);
     datasetsById.clear();
     for (const dataset of page.items) datasetsById.set(dataset.id, dataset);
-    renderDatasets(page.items);
+    const ids = page.items.map((d) => d.id).join(" ");
+    if (ids !== datasetsShown) renderDatasets(page.items);
+    datasetsShown = ids;
     clearError(box);
   } catch (err) {
     showError(box, err, "Listing datasets failed");
