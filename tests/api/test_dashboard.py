@@ -17,7 +17,7 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.api.browser import chromium, console_errors, readme_picture, text_of
-from tests.conftest import TestClient, long_body
+from tests.conftest import TestClient, long_body, long_text
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 PREDICT_KEY = "predict-key-0123456789abcdef"
@@ -83,7 +83,9 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert "http://" not in page.text
     assert "https://" not in page.text
-    for asset in ("/static/dashboard/dashboard.js", "/static/dashboard/dashboard.css"):
+    scripts = ("datasets.js", "outcomes.js", "dashboard.js")
+    assets = [*(f"/static/dashboard/{name}" for name in scripts), "/static/dashboard/dashboard.css"]
+    for asset in assets:
         assert asset in page.text
         response = client.get(asset)
         assert response.status_code == 200
@@ -99,6 +101,12 @@ def cells_of(browser: WebDriver, job_id: str) -> list[str]:
     )
     cells: list[str] = browser.execute_script(script, job_id)
     return cells
+
+
+def cell_of(browser: WebDriver, job_id: str, index: int) -> str:
+    """One cell of a job's row; "" while the row is not shown yet."""
+    cells = cells_of(browser, job_id)
+    return cells[index] if len(cells) > index else ""
 
 
 def test_compare_two_runs(
@@ -121,25 +129,28 @@ def test_compare_two_runs(
         WebDriverWait(browser, 10).until(lambda b, job=job: "–" not in cells_of(b, job["id"]))
         cells = cells_of(browser, job["id"])
         assert cells[1] == job["id"][:8]
-        assert cells[2:4] == ["hello", "succeeded"]
-        assert f"lr {job['hyperparameters']['learning_rate']}" in cells[4]
-        assert cells[5] == "15 / 15"
+        assert cells[2:5] == ["hello", "inline", "succeeded"]
+        assert f"lr {job['hyperparameters']['learning_rate']}" in cells[5]
+        assert cells[6] == "15 / 15"
         history = server.http.get(f"/jobs/{job['id']}/epochs").json()["items"]
         losses = [epoch["loss"] for epoch in history]
-        assert float(cells[6]) == pytest.approx(losses[-1], rel=1e-3)
-        assert float(cells[7]) == pytest.approx(min(losses), rel=1e-3)
-        assert cells[9].endswith(" s")
+        assert float(cells[7]) == pytest.approx(losses[-1], rel=1e-3)
+        assert float(cells[8]) == pytest.approx(min(losses), rel=1e-3)
+        version = server.http.get(f"/models/hello/versions/{job['version']}").json()
+        WebDriverWait(browser, 10).until(lambda b, job=job: cells_of(b, job["id"])[10] != "–")
+        assert cells_of(browser, job["id"])[10] == f"completed, best epoch {version['best_epoch']}"
+        assert cells[11].endswith(" s")
     assert "1–3 of 3 jobs" in browser.find_element(By.ID, "page-label").text
     assert not browser.find_element(By.ID, "next-page").is_enabled()
 
     # live: the running job's row follows its epochs without a reload
     def epochs_done(b: WebDriver) -> int:
         cells = cells_of(b, running["id"])
-        return int(cells[5].split(" / ")[0]) if cells[3] == "running" else 0
+        return int(cells[6].split(" / ")[0]) if cells[4] == "running" else 0
 
     first = WebDriverWait(browser, 30).until(epochs_done)
     WebDriverWait(browser, 10).until(lambda b: epochs_done(b) > first)
-    assert cells_of(browser, running["id"])[6] != "–"  # its loss so far
+    assert cells_of(browser, running["id"])[7] != "–"  # its loss so far
 
     jobs = finished
     for job in jobs:
@@ -212,3 +223,109 @@ def test_compare_two_runs(
     assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "td.pick input"))
     assert not browser.find_element(By.ID, "next-page").is_enabled()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-chart g.series")) == 2
+
+
+def text_run(model_name: str, dataset: str, **budget: Any) -> dict[str, Any]:
+    """A small next-character run on an uploaded dataset, with a budget or schedule."""
+    hyperparameters = {"cell": "gru", "hidden_size": 32, "seq_len": 16, "epochs": 4, "seed": 0}
+    return {
+        "model_name": model_name,
+        "dataset": dataset,
+        "hyperparameters": {**hyperparameters, "validation_fraction": 0.1, **budget},
+    }
+
+
+def accept_confirmation(browser: WebDriver) -> str:
+    alert = WebDriverWait(browser, 5).until(lambda b: b.switch_to.alert)
+    text = str(alert.text)
+    alert.accept()
+    return text
+
+
+def test_datasets_budgets_and_best_epochs(
+    start_server: Callable[..., Any], browser: WebDriver
+) -> None:
+    server = start_server(api_keys=KEYS, max_concurrent_jobs=3, progress_seconds=0.2)
+    server.http.headers.update({"Authorization": f"Bearer {ADMIN_KEY}"})
+    uploaded = server.http.post(
+        "/datasets",
+        params={"kind": "text", "name": "story.txt"},
+        content=long_text(20000).encode(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    runs = [
+        text_run("alpha", dataset["id"], lr_schedule="cosine", warmup_steps=5),
+        text_run("alpha", dataset["id"], epochs=50, max_steps=60),
+    ]
+    cosine, capped = [
+        server.wait_for_job(server.http.post("/train", json=r).json()["id"]) for r in runs
+    ]
+    busy_body = {**long_body("zeta", 500, 20000), "dataset": dataset["id"]}
+    del busy_body["data"]
+    busy = server.http.post("/train", json=busy_body).json()
+
+    browser.get(f"{server.base_url}/dashboard")
+    console_errors(browser)  # forget what the last test's page logged once its server stopped
+    browser.find_element(By.ID, "api-key").send_keys(ADMIN_KEY)  # deleting needs admin
+    browser.find_element(By.ID, "api-key-save").click()
+    for job, reason in ((cosine, "completed"), (capped, "max steps")):
+        version = server.http.get(f"/models/alpha/versions/{job['version']}").json()
+        expected = f"{reason}, best epoch {version['best_epoch']}"
+        WebDriverWait(browser, 10).until(lambda b, j=job, e=expected: cell_of(b, j["id"], 10) == e)
+        assert cells_of(browser, job["id"])[3] == "story.txt"
+    # the running job's step progress, as its step_progress says
+    WebDriverWait(browser, 30).until(lambda b: cell_of(b, busy["id"], 10).startswith("step "))
+    assert "% of epoch " in cells_of(browser, busy["id"])[10]
+    assert "bits/char" in cells_of(browser, busy["id"])[10]
+
+    # compare: validation bits/char per epoch for text runs; budgets and schedules differ
+    for job in (cosine, capped):
+        browser.find_element(
+            By.CSS_SELECTOR, f"#runs tr[data-job='{job['id']}'] td.pick input"
+        ).click()
+    for job in (cosine, capped):
+        line = browser.find_element(
+            By.CSS_SELECTOR, f"#compare-chart g.series[data-job='{job['id']}'] polyline.val-bpc"
+        )
+        history = server.http.get(f"/jobs/{job['id']}/epochs").json()["items"]
+        assert len(str(line.get_attribute("points")).split()) == len(history)
+    differ = browser.find_elements(By.CSS_SELECTOR, "#differ tbody tr")
+    names = {str(row.get_attribute("data-hyperparameter")) for row in differ}
+    assert {"epochs", "max_steps", "lr_schedule", "warmup_steps"} <= names
+    assert "dataset" not in names  # the same for both
+
+    # the versions: best epoch, why training stopped, the validation scores at the best epoch
+    version = server.http.get("/models/alpha/versions/2").json()
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#versions tbody tr[data-version='2']")
+    )
+    row = browser.find_element(By.CSS_SELECTOR, "#versions tbody tr[data-version='2']")
+    cells = [str(cell.text) for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+    assert cells[3:5] == [f"{version['best_epoch']} of {version['epochs']}", "max steps"]
+    assert float(cells[7]) == pytest.approx(version["validation"]["bits_per_char"], rel=1e-3)
+
+    # datasets: deleting one a job trains on is refused with the API's reason, then allowed
+    listed = browser.find_element(By.CSS_SELECTOR, f"#datasets tr[data-dataset='{dataset['id']}']")
+    cells = [str(cell.text) for cell in listed.find_elements(By.CSS_SELECTOR, "th, td")]
+    assert cells[:6] == ["story.txt", dataset["id"][:8], "text", "19.5 KiB", "20,000", "–"]
+    listed.find_element(By.CSS_SELECTOR, "button.delete").click()
+    assert "Delete dataset story.txt" in accept_confirmation(browser)
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_element(By.ID, "datasets-error").is_displayed()
+    )
+    refusal = text_of(browser, "datasets-error")
+    detail = server.http.delete(f"/datasets/{dataset['id']}").json()["detail"]
+    assert "(HTTP 409)" in refusal
+    assert detail in refusal
+    server.http.post(f"/jobs/{busy['id']}/cancel")
+    server.wait_for_job(busy["id"])
+    browser.find_element(By.CSS_SELECTOR, "#datasets button.delete").click()
+    accept_confirmation(browser)
+    WebDriverWait(browser, 10).until(lambda b: text_of(b, "datasets-status").startswith("Deleted"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#datasets tr[data-dataset]") == []
+    assert not browser.find_element(By.ID, "datasets-error").is_displayed()
+
+    assert cut_columns(browser) == []
+    assert console_errors(browser, allowed=("401", "409")) == []

@@ -45,11 +45,19 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "/static/playground/playground.js" in page.text
+    for script in ("training-options.js", "step-progress.js", "evaluate.js", "playground.js"):
+        assert f"/static/playground/{script}" in page.text
     assert "http://" not in page.text
     assert "https://" not in page.text
     assets = [("playground.css", "text/css")]
-    assets += [(name, "text/javascript") for name in ("client.js", "playground.js")]
+    scripts = (
+        "client.js",
+        "training-options.js",
+        "step-progress.js",
+        "evaluate.js",
+        "playground.js",
+    )
+    assets += [(name, "text/javascript") for name in scripts]
     for asset, media in assets:
         response = client.get(f"/static/playground/{asset}")
         assert response.status_code == 200
@@ -190,5 +198,15 @@ def test_upload_a_dataset_and_train_on_it(
     dataset = httpx.get(f"{live_server}/datasets").json()["items"][0]
     assert (dataset["name"], dataset["characters"]) == ("fox.txt", 2250)
     assert chosen.get_attribute("value") == dataset["id"]
+    # Evaluate scores the new version on the whole dataset
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#versions tr[data-version]")
+    )
+    browser.find_element(By.CSS_SELECTOR, "input[name=evaluate_on][value=dataset]").click()
+    offered = Select(browser.find_element(By.ID, "evaluate-dataset")).first_selected_option
+    assert offered.get_attribute("value") == dataset["id"]
+    browser.find_element(By.ID, "evaluate-button").click()
+    WebDriverWait(browser, 20).until(lambda b: "(dataset)" in text_of(b, "evaluate-output"))
+    assert not browser.find_element(By.ID, "evaluate-error").is_displayed()
     screenshot(browser, "playground-dataset.png")
     assert console_errors(browser) == []

@@ -134,6 +134,15 @@ def test_train_reload_and_predict_with_keys(keyed_server: Any, browser: WebDrive
     )
     assert browser.find_element(By.CSS_SELECTOR, "#predict-output output").text == "ohlol"
     assert ADMIN_KEY not in browser.current_url
+
+    # evaluating only reads the version: a predict key may
+    use_key(browser, PREDICT_KEY)
+    browser.find_element(By.CSS_SELECTOR, "input[name=evaluate_on][value=data]").click()
+    browser.find_element(By.ID, "evaluate-data").send_keys("hello -> ohlol")
+    browser.find_element(By.ID, "evaluate-button").click()
+    scores = wait_for_text(browser, "evaluate-output", "char accuracy")
+    assert "hello 1 (data)" in scores
+    assert not browser.find_element(By.ID, "evaluate-error").is_displayed()
     browser.set_window_size(1024, 1400)  # docs/playground.png, as the README shows it
     try:
         picture = readme_picture(browser, "playground.png")

@@ -1,6 +1,7 @@
 // charnn runs dashboard: every job, live; chosen jobs' curves on one chart with the
-// hyperparameters they differ in; models' versions with their metrics and files. Talks to
-// the public API only, through client.js (the API key, requests). No dependencies.
+// data, budgets, schedules and hyperparameters they differ in; models' versions with their
+// metrics and files; datasets (datasets.js). Talks to the public API only, through client.js
+// (the API key, requests). No dependencies.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -102,6 +103,7 @@ async function loadRuns() {
     for (const job of page.items) if (chosen.has(job.id)) chosen.set(job.id, job);
     const shown = new Map([...page.items, ...chosen.values()].map((job) => [job.id, job]));
     await Promise.all([...shown.values()].map(syncEpochs));
+    await syncVersions([...shown.values()]); // outcomes.js: stop reasons and best epochs
     clearError(box);
   } catch (err) {
     showError(box, err, "Listing jobs failed");
@@ -119,7 +121,7 @@ function rowFor(job) {
     else chosen.delete(job.id);
     renderComparison();
   });
-  const cells = Array.from({ length: 10 }, () => el("td"));
+  const cells = Array.from({ length: 12 }, () => el("td"));
   row = el("tr", { "data-job": job.id }, el("td", { class: "pick" }, box), ...cells);
   rows.set(job.id, row);
   return row;
@@ -131,16 +133,19 @@ function fillRow(row, job) {
   const values = [
     el("code", { title: job.id }, job.id.slice(0, 8)),
     job.model_name,
+    datasetLabel(job.dataset), // datasets.js
     status,
     settings(job.hyperparameters),
     `${job.epoch} / ${job.epochs}`,
     fixed(final),
     fixed(best),
     percent(accuracy),
+    outcomeOf(job), // outcomes.js
     duration(job.elapsed_seconds),
     when(job.started_at || job.created_at),
   ];
-  const classes = ["id", "", "", "hp", "num", "num", "num", "num", "num", "when"];
+  const classes = ["id", "", "data", "", "hp", "num", "num", "num", "num", "outcome", "num", "when"];
+  row.cells[3].title = job.dataset || "inline data"; // the whole id, where a name is cut
   values.forEach((value, i) => {
     const cell = row.cells[i + 1];
     cell.className = classes[i];
@@ -158,7 +163,7 @@ function renderRuns() {
     return row;
   });
   if (!shown.length) {
-    shown.push(el("tr", {}, el("td", { class: "empty", colspan: "11" }, "No jobs here yet.")));
+    shown.push(el("tr", {}, el("td", { class: "empty", colspan: "13" }, "No jobs here yet.")));
   }
   body.replaceChildren(...shown);
   const size = Number($("page-size").value);
@@ -205,7 +210,10 @@ function drawComparison(jobs) {
   const histories = jobs.map((job) => (epochs.get(job.id) || { items: [] }).items);
   const lastEpoch = Math.max(1, ...jobs.map((job) => job.epochs));
   const finite = (v) => typeof v === "number" && Number.isFinite(v);
-  const losses = histories.flat().map((e) => e.loss).filter(finite);
+  const losses = histories
+    .flat()
+    .flatMap((e) => [e.loss, e.val_bits_per_char])
+    .filter(finite);
   const lossTop = niceCeiling(Math.max(0, ...losses));
   const x = (epoch) =>
     lastEpoch === 1 ? left + plotW / 2 : left + ((epoch - 1) / (lastEpoch - 1)) * plotW;
@@ -238,6 +246,7 @@ function drawComparison(jobs) {
     for (const [name, value, max] of [
       ["loss", (e) => e.loss, lossTop],
       ["accuracy", (e) => e.train_char_accuracy, 1],
+      ["val-bpc", (e) => e.val_bits_per_char, lossTop], // text runs with validation data
     ]) {
       const points = history
         .filter((e) => finite(value(e)))
@@ -277,8 +286,11 @@ function renderDifferences(jobs) {
   const head = el("tr", {}, el("th", { scope: "col" }, "Hyperparameter"));
   jobs.forEach((job, index) => head.append(el("th", { scope: "col" }, swatch(index), jobLabel(job))));
   table.tHead.replaceChildren(head);
-  const names = [...new Set(jobs.flatMap((job) => Object.keys(job.hyperparameters)))].sort();
-  const shown = (job, name) => JSON.stringify(job.hyperparameters[name] ?? null);
+  // the dataset first: runs on other data differ most
+  const compared = (job) => ({ dataset: datasetLabel(job.dataset), ...job.hyperparameters });
+  const rest = new Set(jobs.flatMap((job) => Object.keys(job.hyperparameters)));
+  const names = ["dataset", ...[...rest].sort()];
+  const shown = (job, name) => JSON.stringify(compared(job)[name] ?? null);
   const differing = names.filter((name) => new Set(jobs.map((j) => shown(j, name))).size > 1);
   const body = differing.map((name) =>
     el(
@@ -323,7 +335,7 @@ async function loadVersions() {
   const name = $("model-select").value;
   const body = $("versions").tBodies[0];
   if (!name) {
-    body.replaceChildren(el("tr", {}, el("td", { class: "empty", colspan: "10" }, "No models.")));
+    body.replaceChildren(el("tr", {}, el("td", { class: "empty", colspan: "12" }, "No models.")));
     return;
   }
   const model = await api("GET", `/models/${encodeURIComponent(name)}`);
@@ -332,9 +344,13 @@ async function loadVersions() {
 
 function versionRow(v) {
   const metrics = v.metrics || {};
+  const val = v.validation || {}; // the scores at the best epoch, whose weights it holds
   const base = `/models/${encodeURIComponent(v.model_name)}/versions/${v.version}/files`;
-  const files = ["checkpoint.json", "weights.safetensors"].map((file) => {
-    const link = el("a", { href: `${base}/${file}`, download: `${v.model_name}-v${v.version}-${file}` }, file);
+  // short link texts keep thirteen columns within 1024 px; the title names the file
+  const files = [["checkpoint.json", "checkpoint"], ["weights.safetensors", "weights"]];
+  const links = files.map(([file, text]) => {
+    const saved = `${v.model_name}-v${v.version}-${file}`;
+    const link = el("a", { href: `${base}/${file}`, download: saved, title: file }, text);
     link.addEventListener("click", download);
     return link;
   });
@@ -344,13 +360,15 @@ function versionRow(v) {
     el("th", { scope: "row" }, String(v.version)),
     el("td", {}, v.task),
     el("td", { class: "hp" }, network(v.hyperparameters)),
-    el("td", { class: "num" }, String(v.epochs)),
+    el("td", { class: "num" }, `${v.best_epoch || dash} of ${v.epochs}`),
+    el("td", {}, v.stop_reason ? v.stop_reason.replace("_", " ") : dash),
     el("td", { class: "num" }, fixed(metrics.loss)),
-    el("td", { class: "num" }, percent(metrics.train_char_accuracy)),
-    el("td", { class: "num" }, fixed(metrics.val_loss)),
+    el("td", { class: "num" }, fixed(val.loss)),
+    el("td", { class: "num" }, fixed(val.bits_per_char)),
+    el("td", { class: "num" }, percent(val.char_accuracy)),
     el("td", { class: "num" }, v.parameters.toLocaleString()),
     el("td", { class: "when" }, when(v.created_at)),
-    el("td", { class: "files" }, ...files),
+    el("td", { class: "files" }, ...links),
   );
 }
 
@@ -379,6 +397,7 @@ async function poll() {
   if (polling || document.hidden) return;
   polling = true;
   try {
+    await loadDatasets(); // uploads from the playground appear, named in the jobs table
     await loadRuns();
   } finally {
     polling = false;
@@ -387,7 +406,7 @@ async function poll() {
 
 document.addEventListener("DOMContentLoaded", () => {
   installKeyField(() => {
-    loadRuns();
+    loadDatasets().then(loadRuns);
     loadModels();
   });
   $("prev-page").addEventListener("click", () => turnPage(-1));
@@ -402,7 +421,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadVersions().catch((err) => showError($("models-error"), err, "Listing versions failed")),
   );
   renderComparison();
-  loadRuns();
+  loadDatasets().then(loadRuns); // the jobs table names their datasets
   loadModels();
   setInterval(poll, POLL_MS);
 });

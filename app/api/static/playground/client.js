@@ -30,10 +30,11 @@ class ApiError extends Error {
 }
 
 // The scope a call needs (README, Security): admin trains, cancels, deletes, imports and
-// uploads datasets; predict predicts, generates and reads models, jobs and datasets.
+// uploads datasets; predict predicts, generates, evaluates and reads models, jobs and datasets.
 function scopeOf(method, path) {
   if (method === "GET") return "predict";
   if (path === "/predict" || path === "/generate") return "predict";
+  if (path.endsWith("/evaluate")) return "predict"; // it only reads the version
   return "admin";
 }
 

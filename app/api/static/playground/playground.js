@@ -1,6 +1,6 @@
 // charnn playground: talks to the public API only (POST /train, GET /jobs, GET
 // /jobs/{id}/events, GET /models, GET /models/{name}, POST /predict, POST /generate,
-// POST /datasets, GET /datasets),
+// POST /datasets, GET /datasets, POST /models/{name}/versions/{n}/evaluate),
 // through client.js (the API key, requests, the event stream). No dependencies.
 "use strict";
 
@@ -77,7 +77,8 @@ function trainRequest() {
   const problems = [];
   // The form starts with the tutorial's values, which suit aligned pairs; plain text sends
   // only what the user changed, so the service picks its defaults for text for the rest.
-  // A dataset's kind is the server's to know: its defaults apply as for text.
+  // A dataset's kind is the server's to know: its defaults apply as for text, and as for
+  // labeled pairs (a classifier).
   const wanted = dataKind() === "pairs" ? () => true : changed;
   const hyperparameters = {};
   for (const id of ["architecture", "cell", "optimizer"]) {
@@ -92,6 +93,7 @@ function trainRequest() {
   }
   const seed = numberField("seed", problems);
   if (wanted("seed")) hyperparameters.seed = seed === undefined ? null : seed;
+  Object.assign(hyperparameters, stoppingAndSchedule(problems)); // training-options.js
 
   let source;
   if (dataKind() === "pairs") {
@@ -100,6 +102,10 @@ function trainRequest() {
     source = { data: { pairs: parsed.pairs } };
   } else if (dataKind() === "text") {
     source = { data: { text: $("text").value } };
+  } else if (dataKind() === "labels") {
+    const parsed = parseLabeledPairs($("labels").value);
+    problems.push(...parsed.problems);
+    source = { data: { pairs: parsed.pairs } };
   } else {
     if (!$("dataset-select").value) problems.push(["dataset", "upload or pick a dataset"]);
     source = { dataset: $("dataset-select").value };
@@ -114,6 +120,7 @@ function syncTrainForm() {
   const kind = dataKind();
   $("pairs-field").hidden = kind !== "pairs";
   $("text-field").hidden = kind !== "text";
+  $("labels-field").hidden = kind !== "labels";
   $("dataset-field").hidden = kind !== "dataset";
   for (const input of document.querySelectorAll("[data-arch]")) {
     input.disabled = !input.dataset.arch.split(" ").includes(architecture);
@@ -121,6 +128,7 @@ function syncTrainForm() {
   for (const input of document.querySelectorAll("[data-kind]")) {
     input.disabled = !input.dataset.kind.split(" ").includes(kind);
   }
+  syncScheduleFields();
   $("architecture-hint").textContent =
     architecture === "embedding_rnn"
       ? "Embedding → recurrent layers → Linear."
@@ -163,10 +171,12 @@ function follow(job, request) {
   $("plot-link").href = `/jobs/${encodeURIComponent(job.id)}/plot.svg`;
   $("plot-link").hidden = false;
   clearError($("train-error"));
+  hideStepProgress();
   renderJob(job);
   const handlers = {
     job: (summary) => renderJob(summary),
     epoch: (epoch) => addEpoch(epoch),
+    progress: (step) => showStepProgress(step), // step-progress.js
     end: (final) => {
       renderJob(final);
       finished(final);
@@ -286,6 +296,8 @@ function renderJob(job) {
     following.pending = null;
     following.job = job;
   }
+  // a job followed mid-epoch shows where it stands before its next progress event
+  if (job.status === "running" && job.step_progress) showStepProgress(job.step_progress);
   $("train-progress").value = job.progress;
   const eta = job.eta_seconds ? `, about ${Math.ceil(job.eta_seconds)} s left` : "";
   $("progress-label").textContent = `${job.epoch} / ${job.epochs} epochs${eta}`;
@@ -307,6 +319,8 @@ function finished(job) {
     setStatus(`Done: ${job.model_name} version ${job.version} is ready.${said}`, "succeeded");
     const pairs = targetPairs();
     if (pairs) $("predict-inputs").value = pairs[0].input;
+    $("step-progress").hidden = true;
+    showOutcome(job);
     loadModels(job.model_name, job.version);
   } else if (job.status === "failed") {
     setStatus(`Job ${job.id.slice(0, 8)} failed.`, "failed");
@@ -500,9 +514,10 @@ async function loadVersions(selectVersion) {
   const usable = Boolean(name);
   $("predict-button").disabled = !usable;
   $("generate-button").disabled = !usable;
+  $("evaluate-button").disabled = !usable;
   if (!name) {
     select.replaceChildren(el("option", { value: "" }, "–"));
-    const empty = el("td", { class: "empty", colspan: "7" }, "No models yet.");
+    const empty = el("td", { class: "empty", colspan: "11" }, "No models yet.");
     body.replaceChildren(el("tr", {}, empty));
     return;
   }
@@ -534,15 +549,21 @@ function versionRow(v) {
       ? `${hp.architecture} (${hp.cell}, ${layers})`
       : `${hp.architecture} (${hp.cell})`;
   const metrics = v.metrics || {};
+  const val = v.validation || {};
+  const best = v.best_epoch ? `${v.best_epoch} of ${v.epochs}` : "–";
   return el(
     "tr",
     { "data-version": String(v.version) },
     el("th", { scope: "row" }, String(v.version)),
     el("td", {}, v.task),
     el("td", {}, arch),
-    el("td", { class: "mono" }, vocabText(v.vocab)),
+    el("td", { class: "mono", title: vocabText(v.vocab) }, vocabText(v.vocab)),
     el("td", {}, fixed(metrics.loss)),
     el("td", {}, percent(metrics.train_char_accuracy)),
+    el("td", {}, best),
+    el("td", {}, v.stop_reason ? v.stop_reason.replace("_", " ") : "–"),
+    el("td", {}, fixed(val.loss)),
+    el("td", {}, fixed(val.bits_per_char)),
     el("td", {}, new Date(v.created_at).toLocaleString()),
   );
 }
@@ -637,6 +658,9 @@ async function loadDatasets(select) {
   );
   $("dataset-select").replaceChildren(...options);
   if (select) $("dataset-select").value = select;
+  const kept = $("evaluate-dataset").value; // Evaluate offers the same datasets
+  $("evaluate-dataset").replaceChildren(...options.map((option) => option.cloneNode(true)));
+  if (kept) $("evaluate-dataset").value = kept;
 }
 
 async function uploadDataset() {
@@ -680,6 +704,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("version-select").addEventListener("change", markSelectedVersion);
   $("predict-form").addEventListener("submit", predict);
   $("generate-form").addEventListener("submit", generate);
+  $("evaluate-form").addEventListener("submit", evaluate); // evaluate.js
+  $("evaluate-form").addEventListener("change", syncEvaluateForm);
   $("follow-form").addEventListener("submit", followChosen);
   $("dataset-upload").addEventListener("click", uploadDataset);
   installKeyField(() => {
