@@ -25,13 +25,14 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """The process's peak resident memory so far (VmHWM), or None once it has gone."""
+def status_mib(pid: int, field: str) -> float | None:
+    """A memory figure of /proc/PID/status (VmHWM: peak resident; RssAnon: resident
+    anonymous now) in MiB, or None once the process has gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
     return int(match.group(1)) / 1024 if match else None
 
 
@@ -42,6 +43,7 @@ class WorkerPeakMemory:
     def __init__(self, server_pid: int, interval: float = 0.2) -> None:
         self.server_pid, self.interval = server_pid, interval
         self.peak_mib = 0.0
+        self.peak_anonymous_mib = 0.0  # the highest RssAnon seen: the kernel keeps no peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -58,4 +60,6 @@ class WorkerPeakMemory:
             for pid in children(self.server_pid):
                 line = command_line(pid)
                 if "multiprocessing.spawn" in line and "resource_tracker" not in line:
-                    self.peak_mib = max(self.peak_mib, peak_rss_mib(pid) or 0.0)
+                    self.peak_mib = max(self.peak_mib, status_mib(pid, "VmHWM") or 0.0)
+                    anonymous = status_mib(pid, "RssAnon") or 0.0
+                    self.peak_anonymous_mib = max(self.peak_anonymous_mib, anonymous)
