@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app.api.auth import AdminAccess, ReadAccess
+from app.api.body_stream import body_chunks
 from app.api.deps import ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
 from app.schemas import DatasetList, DatasetPublic
@@ -68,7 +69,7 @@ def upload_format(kind: DatasetKind, fmt: DatasetFormat | None) -> DatasetFormat
                 "Location": {"description": "/datasets/{id}", "schema": {"type": "string"}}
             },
         },
-        **error_responses(400, 413, 415, 429, 507),
+        **error_responses(400, 408, 413, 415, 429, 507),
     },
 )
 async def upload_dataset(
@@ -121,7 +122,7 @@ async def receive_body(request: Request, upload: DatasetUpload) -> None:
     pending: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, upload.settings.upload_idle_seconds):
             upload.reserve(len(chunk))  # 413 as soon as a limit is passed
             pending.append(chunk)
             size += len(chunk)
