@@ -7,6 +7,7 @@ could never train must be refused at upload, naming its line, not later by a job
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
 from collections.abc import Callable
@@ -89,3 +90,15 @@ def test_an_upload_that_stops_sending_is_answered_408_and_frees_its_slot(
     dataset = httpx.get(f"{server.base_url}/datasets").json()["items"][0]["id"]
     assert [p.name for p in (server.store_dir / "datasets").iterdir()] == [dataset]
     assert not (server.store_dir / "models" / "m").exists()  # nothing staged is left
+
+
+def test_a_compressed_body_is_refused_saying_to_send_it_uncompressed(client: TestClient) -> None:
+    body = gzip.compress(b"hello world\n")
+
+    response = client.post("/datasets", content=body, headers={"Content-Encoding": "gzip"})
+
+    assert response.status_code == 415
+    assert response.json()["detail"] == (
+        "the body is sent with Content-Encoding gzip, which is not read: send the file uncompressed"
+    )
+    assert client.get("/datasets").json()["total"] == 0

@@ -91,6 +91,7 @@ async def upload_dataset(
     """Upload a dataset file as the body; the same file twice is the same dataset (200)."""
     fmt = upload_format(kind, format)
     refuse_multipart(request)
+    refuse_compressed(request)
     with services.dataset_uploads.slot():  # 429 before a byte of the body is read
         stored = await run_in_threadpool(services.registry.dataset_bytes)
         upload = await run_in_threadpool(DatasetUpload, services.settings, kind, fmt, name, stored)
@@ -114,6 +115,18 @@ def refuse_multipart(request: Request) -> None:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "send the file itself as the body (curl -T FILE or --data-binary @FILE), "
             "not as multipart/form-data",
+        )
+
+
+def refuse_compressed(request: Request) -> None:
+    """A gzip body would be stored, and refused as not UTF-8 at its first byte, or worse,
+    taken for text; nothing here decompresses (a small body could grow without bound)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"the body is sent with Content-Encoding {encoding}, which is not read: send "
+            "the file uncompressed",
         )
 
 
