@@ -180,4 +180,4 @@ def get_dataset(dataset_id: DatasetPath, services: ServicesDep) -> DatasetPublic
 def delete_dataset(dataset_id: DatasetPath, services: ServicesDep) -> None:
     """Delete a dataset; 409 while a queued or running job trains on it."""
     services.registry.delete_dataset(dataset_id)
-    remove_dataset_files(services.settings.store_dir, dataset_id)
+    remove_dataset_files(services.settings.store_dir, dataset_id, services.registry)
