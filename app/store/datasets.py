@@ -117,6 +117,9 @@ class DatasetUpload:
                 f"more than {self.settings.max_dataset_bytes} bytes uploaded",
                 "CHARNN_MAX_DATASET_BYTES",
             )
+        self._check_room()
+
+    def _check_room(self) -> None:
         if self.size > self.room:
             raise UploadTooLargeError(
                 "body",
@@ -139,6 +142,9 @@ class DatasetUpload:
         existing = registry.find_dataset(id_)
         if existing is not None:
             return existing, False
+        # uploads received at once each learnt the room when they began: asked again
+        self.room = self.settings.max_datasets_bytes - registry.dataset_bytes()
+        self._check_room()
         meta = self._build(id_, sha256)
         final = dataset_dir(self.settings.store_dir, id_)
         with storage_errors("a dataset upload"):

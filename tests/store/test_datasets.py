@@ -11,8 +11,10 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
+from app.errors import UploadTooLargeError
 from app.ml.data import batches, split
 from app.settings import Settings
 from app.store.corpus import scan_text, write_text_ids
@@ -115,3 +117,23 @@ def stored_upload(store: Path, body: bytes) -> DatasetUpload:
     upload = DatasetUpload(Settings(store_dir=store), "text", "text", None, 0)
     upload.write(body)
     return upload
+
+
+def test_uploads_received_at_once_stay_within_the_stores_limit_together(tmp_path: Path) -> None:
+    """Each upload learns the store's room when it starts; two at once both had it all."""
+    store = tmp_path / "store"
+    settings = Settings(store_dir=store, max_datasets_bytes=3000)
+    registry = Registry.connect(f"sqlite:///{tmp_path / 'registry.db'}")
+    uploads = [DatasetUpload(settings, "text", "text", None, 0) for _ in range(2)]
+    try:
+        for upload, letter in zip(uploads, "ab", strict=True):
+            upload.reserve(2000)  # each alone fits
+            upload.write(letter.encode() * 1000 + b"xy" * 500)
+        uploads[0].publish(registry)
+        with pytest.raises(UploadTooLargeError, match="would pass 3000 bytes in all"):
+            uploads[1].publish(registry)
+        assert registry.dataset_bytes() == 2000
+    finally:
+        for upload in uploads:
+            upload.discard()
+        registry.close()
