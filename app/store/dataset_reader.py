@@ -54,7 +54,7 @@ def _check_covers(meta: DatasetMeta, vocab: Vocab) -> None:
             shown = repr("".join(missing)[:50]) if what == "characters" else repr(missing[:10])
             raise DataError(
                 "vocab",
-                f"{name} does not cover the dataset's {what} {shown}; add them or leave vocab out",
+                f"{name} does not cover the dataset's {what} {shown}",  # (train or evaluate)
             )
 
 
