@@ -181,6 +181,13 @@ class Settings(BaseSettings):
     max_concurrent_dataset_uploads: int = Field(
         2, ge=1, le=1024, description="Dataset uploads received at once; more get 429."
     )
+    upload_idle_seconds: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="Seconds an upload (a dataset, an imported checkpoint) may go without a "
+        "byte of its body; then 408, and what it sent is removed.",
+    )
     batch_max_size: int = Field(
         64, ge=1, le=4096, description="Sequences one batched forward pass may hold."
     )

@@ -221,6 +221,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Missing or invalid API key",
     403: "The key lacks the scope, or no keys are configured and the client is not on loopback",
     404: "No such model, version, job or dataset",
+    408: "The body stopped arriving: no byte for CHARNN_UPLOAD_IDLE_SECONDS",
     409: "The model is being trained, the job has ended, a version has no held-out split, "
     "or a job trains on the dataset",
     413: "Body larger than CHARNN_MAX_BODY_BYTES; an imported file larger than "

@@ -25,6 +25,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from app.api.body_stream import body_chunks
+
 if TYPE_CHECKING:  # defined for type checkers only
     from python_multipart.multipart import MultipartCallbacks
 
@@ -155,7 +157,7 @@ def _apply(work: list[tuple[Sink, bytes | None]]) -> None:
             sink.write(data)
 
 
-async def receive_parts(request: Request, sinks: Mapping[str, Sink]) -> None:
+async def receive_parts(request: Request, sinks: Mapping[str, Sink], idle_seconds: float) -> None:
     """Stream the multipart body of ``request`` into ``sinks`` (field name -> sink).
 
     Every sink's part must come, once; a missing or unknown part answers FastAPI's 422,
@@ -172,7 +174,7 @@ async def receive_parts(request: Request, sinks: Mapping[str, Sink]) -> None:
     parts = _Parts(sinks)
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, idle_seconds):  # 408 when it stalls
             parser.write(chunk)
             if parts.pending_bytes >= FLUSH_BYTES:
                 await parts.flush()

@@ -296,7 +296,7 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _classifier_is_an_encoder(self) -> Self:
         architecture = self.hyperparameters.architecture
-        if isinstance(self.data, LabelsData) and architecture in ONE_HOT_ARCHITECTURES:
+        if self.is_labeled and architecture in ONE_HOT_ARCHITECTURES:
             raise ValueError(
                 f"hyperparameters.architecture {architecture!r} cannot classify: its hidden "
                 "state is a per-character output; use 'embedding_rnn' for labeled pairs"
@@ -305,9 +305,9 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _vocab_fits_the_data(self) -> Self:
-        if self.vocab is None:
+        labeled = self.is_labeled
+        if self.vocab is None or labeled is None:  # a dataset's kind: judged once looked up
             return self
-        labeled = isinstance(self.data, LabelsData)
         if labeled and self.vocab.labels is None:
             raise ValueError("vocab: labeled pairs need vocab.labels, not vocab.output")
         if not labeled and self.vocab.labels is not None:
@@ -322,6 +322,15 @@ class JobSpec(BaseModel):
         """Next-character modelling: inline text, or a text dataset (once looked up)."""
         facts = self.dataset_facts
         return isinstance(self.data, TextData) or (facts is not None and facts.kind == "text")
+
+    @property
+    def is_labeled(self) -> bool | None:
+        """Sequences with labels (classify): inline, or a labels dataset; None while the
+        dataset has not been looked up."""
+        if self.data is not None:
+            return isinstance(self.data, LabelsData)
+        facts = self.dataset_facts
+        return None if facts is None else facts.kind == "labels"
 
     @property
     def dataset_facts(self) -> DatasetFacts | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from app.errors import InvalidRequestError, LimitExceededError
 from app.jobs.runner import JobRunner
 from app.jobs.spec import DatasetFacts, JobSpec, LabelsData, PairsData, build_dataset
@@ -71,7 +73,15 @@ def with_dataset(spec: JobSpec, settings: Settings, registry: Registry) -> JobSp
     context = {"dataset": facts, "hyperparameter_limits": limits}
     # what the client gave (the defaults it left out are the dataset's to fill)
     given = spec.model_dump(mode="json", exclude_unset=True)
-    return JobSpec.model_validate(given, context=context)
+    try:
+        return JobSpec.model_validate(given, context=context)
+    except ValidationError as exc:  # a rule that needs the dataset's kind (no 500)
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        problem = error["msg"].removeprefix("Value error, ")
+        raise InvalidRequestError(
+            "dataset", f"a {row.kind} dataset; {where + ': ' if where else ''}{problem}"
+        ) from None
 
 
 def check_budgets(spec: JobSpec, settings: Settings) -> None:

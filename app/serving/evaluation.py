@@ -210,15 +210,18 @@ class Evaluator:
     ) -> ExampleSet:
         """An uploaded dataset in the version's vocabulary and windows, whole or its held-out
         part (read from the store's memory map, as a worker reads it)."""
+        kind = self.registry.get_dataset(dataset).kind
+        if DATASET_TASKS[kind] != predictor.task:  # before its rows meet the wrong vocabulary
+            wanted = next((k for k, t in DATASET_TASKS.items() if t == predictor.task), "other")
+            raise InvalidRequestError(
+                "dataset",
+                f"a {kind} dataset; the version was trained on {predictor.task} data: give "
+                f"a {wanted} dataset",
+            )
         try:
             _, loaded = load_dataset(self.settings.store_dir, dataset, hp.seq_len, predictor.vocab)
         except DataError as exc:
             raise InvalidRequestError("dataset", exc.message) from None
-        if loaded.task != predictor.task:
-            raise InvalidRequestError(
-                "dataset",
-                f"a {loaded.task} dataset; the version was trained on {predictor.task} data",
-            )
         if held_out is None:
             return loaded.examples
         return held_out_split(loaded.examples, version, hp)
@@ -288,6 +291,8 @@ def held_out_characters(data: TrainingData, hp: Hyperparameters) -> int:
     return int(hp.validation_fraction * len(data.pairs)) * longest
 
 
+# the task a version trained on a dataset of each kind has
+DATASET_TASKS = {"text": "text", "pairs": "pairs", "labels": "classify"}
 # what to send a version of each task
 WANTED = {
     "text": "data.text",

@@ -10,6 +10,11 @@ first, then the files. So a crash leaves only what nothing serves:
                 of a delete
     stale job   epoch checkpoints of a job that ended, or that the registry does not know
 
+Uploaded datasets (``datasets/<id>/``) likewise: an upload's or a delete's leftover
+(``.staging-*``, ``.deleted-*``) is staging, a dataset directory that no row names an
+orphan, and a dataset row whose ``dataset.json`` is gone is missing (every job on it
+would fail); repairing forgets that row, unless a queued or running job still uses it.
+
 Damage from outside charnn (a failing disk, a hand in the store, an intruder) shows as:
 
     missing     a version whose directory is gone
@@ -44,6 +49,7 @@ from pathlib import Path
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.errors import ConflictError, NotFoundError
 from app.ml.checkpoint import (
     BEST_FILE,
     META_FILE,
@@ -53,6 +59,8 @@ from app.ml.checkpoint import (
     read_meta,
 )
 from app.ml.errors import CharnnError, CheckpointError
+from app.store.datasets import META as DATASET_META
+from app.store.datasets import datasets_dir
 from app.store.layout import StoreLayout, is_epoch_dir, is_id, is_model_name, is_staging
 from app.store.registry import Registry, StoredVersion
 from app.store.tables import JobStatus
@@ -124,6 +132,8 @@ def check_store(
     scan = _Scan(layout, min_age, time.time() if now is None else now)
     # the files first, then the rows: a version published in between is seen with its row
     model_dirs, job_dirs = _entries(layout.models), _entries(layout.jobs)
+    dataset_dirs = _entries(datasets_dir(layout.root))
+    datasets = registry.dataset_ids()
     versions = registry.stored_versions()
     names = registry.model_names()
     statuses = registry.job_statuses([p.name for p in job_dirs])
@@ -132,13 +142,16 @@ def check_store(
         models=len(names),
         versions=len(versions),
         job_dirs=len(job_dirs),
-        registry_empty=not names and registry.count_jobs(frozenset(JobStatus)) == 0,
+        registry_empty=not names
+        and not datasets
+        and registry.count_jobs(frozenset(JobStatus)) == 0,
         min_age=min_age,
     )
     for stored in versions:
         scan.version(stored)
     scan.model_dirs(model_dirs, names, {(v.model_name, v.directory) for v in versions})
     scan.job_dirs(job_dirs, statuses)
+    scan.datasets(dataset_dirs, datasets)
     report.findings = sorted(scan.findings, key=lambda f: (list(Kind).index(f.kind), str(f.path)))
     return report
 
@@ -213,6 +226,23 @@ class _Scan:
                     elif not _is_real_dir(child) or not is_epoch_dir(child.name):
                         self.add(Kind.FOREIGN, child, "not an epoch checkpoint")
 
+    def datasets(self, entries: list[Path], registered: set[str]) -> None:
+        for entry in entries:
+            if entry.name.startswith((".staging-", ".deleted-")):
+                self.add(
+                    Kind.STAGING, entry, "an unfinished dataset upload or delete", young_ok=True
+                )
+            elif not _is_real_dir(entry) or not is_id(entry.name):
+                self.add(Kind.FOREIGN, entry, "not a dataset directory")
+            elif entry.name not in registered:
+                self.add(
+                    Kind.ORPHAN, entry, "a dataset that the registry does not know", young_ok=True
+                )
+        parent = datasets_dir(self.layout.root)
+        for id_ in sorted(registered):
+            if not (parent / id_ / DATASET_META).is_file():
+                self.findings.append(Finding(Kind.MISSING, parent / id_, "its files are missing"))
+
 
 def _verify(path: Path, stored: StoredVersion) -> str | None:
     """Why the checkpoint at ``path`` cannot serve as ``stored``; None if it can."""
@@ -280,7 +310,8 @@ def repair_store(registry: Registry, layout: StoreLayout, report: StoreReport) -
 
 
 def _forget(registry: Registry, layout: StoreLayout, finding: Finding) -> str:
-    assert finding.version is not None
+    if finding.version is None:  # a dataset (only versions have a StoredVersion)
+        return _forget_dataset(registry, finding.path.name)
     stored = finding.version
     label = f"{stored.model_name} v{stored.version}"
     if not registry.forget_version(stored):
@@ -290,9 +321,21 @@ def _forget(registry: Registry, layout: StoreLayout, finding: Finding) -> str:
     return f"deleted {label} (row and files): {finding.detail}; " + _remove(layout, finding.path)
 
 
+def _forget_dataset(registry: Registry, id_: str) -> str:
+    try:
+        registry.delete_dataset(id_)
+    except NotFoundError:
+        return f"dataset {id_} was deleted meanwhile"
+    except ConflictError as exc:
+        return f"kept dataset {id_}: {exc}"
+    return f"deleted dataset {id_} from the registry: its files are missing"
+
+
 def _remove_orphan(registry: Registry, layout: StoreLayout, finding: Finding) -> str:
     path = finding.path
-    if path.parent == layout.models:
+    if path.parent == datasets_dir(layout.root):
+        published = registry.find_dataset(path.name) is not None
+    elif path.parent == layout.models:
         published = path.name in registry.model_names()
     else:
         published = path.name in registry.known_directories(path.parent.name)

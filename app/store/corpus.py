@@ -9,6 +9,9 @@
   ``app.datafiles`` reads them), checked line by line and written normalised as JSONL
   (``ROWS``), one ``{"input", "target"|"label"}`` object per line.
 
+A byte order mark at the file's start (Excel and Notepad write one) says how the file is
+encoded; it is not a character of the data, and would hide a CSV's header row.
+
 Errors name the line (rows) or the byte offset (UTF-8) of the first problem.
 """
 
@@ -26,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.ml.errors import DataError
-from app.ml.vocab import MAX_VOCAB_SIZE
+from app.ml.vocab import MAX_VOCAB_SIZE, label_problem
 
 DatasetKind = Literal["text", "pairs", "labels"]
 DatasetFormat = Literal["text", "csv", "tsv", "jsonl"]
@@ -36,6 +39,7 @@ IDS_DTYPE = np.dtype("<u2")  # the vocabulary has at most MAX_VOCAB_SIZE (1024) 
 CHUNK_BYTES = 1024 * 1024  # its code points, ids and copies stay within tens of MB
 FIELD = ""  # the file is the whole request body: its errors name no field within it
 HEADERS = {"pairs": ["input", "target"], "labels": ["input", "label"]}
+BOM = "\ufeff"
 
 
 @dataclass
@@ -54,16 +58,20 @@ def decoded_chunks(path: Path) -> Iterator[str]:
     """The file as text, a chunk at a time; DataError naming the first bad byte's offset."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0  # bytes of the file before the decoder's buffer
+    at_start = True  # no character decoded yet: a byte order mark would be dropped
     with path.open("rb") as handle:
         while True:
             chunk = handle.read(CHUNK_BYTES)
             pending = len(decoder.getstate()[0])
             try:
-                yield decoder.decode(chunk, final=not chunk)
+                text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
                 raise DataError(
                     FIELD, f"is not UTF-8: byte {offset - pending + exc.start} ({exc.reason})"
                 ) from None
+            if at_start and text:
+                text, at_start = text.removeprefix(BOM), False
+            yield text
             offset += len(chunk)
             if not chunk:
                 return
@@ -103,7 +111,7 @@ def read_rows(path: Path, kind: DatasetKind, fmt: DatasetFormat) -> Iterator[tup
     """(line, input, target-or-label) for every row; DataError naming a bad line."""
     for _ in decoded_chunks(path):  # the UTF-8 check, with its byte offset, first
         pass
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # without a BOM, as above
         if fmt == "jsonl":
             yield from _jsonl_rows(handle, HEADERS[kind][1])
         else:
@@ -175,8 +183,9 @@ def _check_row(number: int, source: str, other: str, kind: DatasetKind) -> None:
     where = f"line {number}"
     if not source:
         raise DataError(where, "input is empty")
-    if kind == "labels" and not other:
-        raise DataError(where, "label is empty")
+    if kind == "labels" and (problem := label_problem(other)):
+        # refused here, naming the line, rather than by every job that trains on the file
+        raise DataError(where, f"label {problem}" if other else "label is empty")
     if kind == "pairs" and len(source) != len(other):
         raise DataError(
             where,

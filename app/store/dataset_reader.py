@@ -29,6 +29,8 @@ def load_dataset(
     directory = dataset_dir(store_dir, id_)
     if meta.kind == "text":
         return meta, _text(meta, directory, seq_len, vocab)
+    if vocab is not None:
+        _check_covers(meta, vocab)
     if meta.kind == "pairs":
         with (directory / ROWS).open(encoding="utf-8") as lines:
             rows = [json.loads(line) for line in lines]
@@ -36,6 +38,24 @@ def load_dataset(
     with (directory / ROWS).open(encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]
     return meta, classify_dataset([(r["input"], r["label"]) for r in rows], vocab)
+
+
+def _check_covers(meta: DatasetMeta, vocab: Vocab) -> None:
+    """Every character and label of a rows dataset is in ``vocab``: refused naming the
+    vocabulary (a row's position would name a field of inline data the job does not have)."""
+    wanted = {"input": (meta.input_chars, vocab.input, "characters")}
+    if meta.kind == "pairs":
+        wanted["output"] = (meta.output_chars, vocab.output or [], "characters")
+    else:
+        wanted["labels"] = (meta.labels, vocab.labels or [], "labels")
+    for name, (needed, given, what) in wanted.items():
+        missing = sorted(set(needed) - set(given))
+        if missing:
+            shown = repr("".join(missing)[:50]) if what == "characters" else repr(missing[:10])
+            raise DataError(
+                "vocab",
+                f"{name} does not cover the dataset's {what} {shown}",  # (train or evaluate)
+            )
 
 
 def map_ids(path: Path) -> npt.NDArray[np.uint16]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -116,6 +117,9 @@ class DatasetUpload:
                 f"more than {self.settings.max_dataset_bytes} bytes uploaded",
                 "CHARNN_MAX_DATASET_BYTES",
             )
+        self._check_room()
+
+    def _check_room(self) -> None:
         if self.size > self.room:
             raise UploadTooLargeError(
                 "body",
@@ -138,6 +142,9 @@ class DatasetUpload:
         existing = registry.find_dataset(id_)
         if existing is not None:
             return existing, False
+        # uploads received at once each learnt the room when they began: asked again
+        self.room = self.settings.max_datasets_bytes - registry.dataset_bytes()
+        self._check_room()
         meta = self._build(id_, sha256)
         final = dataset_dir(self.settings.store_dir, id_)
         with storage_errors("a dataset upload"):
@@ -147,7 +154,17 @@ class DatasetUpload:
                 if not final.is_dir():
                     raise
                 # the same upload, published by another request in between: theirs stays
-        return registry.add_dataset(_row(meta))
+        row, created = registry.add_dataset(_row(meta))
+        self._fill(final)
+        return row, created
+
+    def _fill(self, final: Path) -> None:
+        """Put this upload's files in place if a delete took the directory that was there
+        when the rename was tried (see ``remove_dataset_files``)."""
+        if (final / META).is_file() or not self.staging.is_dir():
+            return
+        with suppress(OSError):
+            self.staging.rename(final)  # fails only if yet another upload filled it
 
     def _build(self, id_: str, sha256: str) -> DatasetMeta:
         source = self.staging / UPLOAD
@@ -203,12 +220,19 @@ def _row(meta: DatasetMeta) -> DatasetRow:
     )
 
 
-def remove_dataset_files(store_dir: Path, id_: str) -> None:
-    """Move the directory aside (one rename) and then remove it."""
+def remove_dataset_files(store_dir: Path, id_: str, registry: Registry) -> None:
+    """Move the directory aside (one rename) and then remove it, once its row is gone.
+
+    The same file uploaded between the row's delete and this rename found the directory,
+    kept none of its own, and registered it again: its files are put back.
+    """
     directory = dataset_dir(store_dir, id_)
     doomed = directory.with_name(f".deleted-{id_}-{new_id()}")
     try:
         directory.rename(doomed)
     except FileNotFoundError:
         return
+    if registry.find_dataset(id_) is not None:
+        with suppress(OSError):  # fails only if that upload put its own files in place
+            doomed.rename(directory)
     shutil.rmtree(doomed, ignore_errors=True)

@@ -717,6 +717,10 @@ class Registry:
             total = session.scalar(select(func.count()).select_from(DatasetRow)) or 0
             return list(session.scalars(query)), total
 
+    def dataset_ids(self) -> set[str]:
+        with self._sessions() as session:
+            return set(session.scalars(select(DatasetRow.id)).all())
+
     def dataset_bytes(self) -> int:
         """The uploaded size of every stored dataset together."""
         with self._sessions() as session:

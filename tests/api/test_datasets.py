@@ -175,6 +175,54 @@ def test_a_given_vocabulary_must_cover_the_dataset(client: TestClient) -> None:
     assert "does not cover the dataset's characters" in response.json()["detail"][0]["msg"]
 
 
+def test_a_vocabulary_for_rows_is_checked_against_the_dataset_it_names(
+    client: TestClient,
+) -> None:
+    pairs = upload(client, "input,target\nabc,xyz\nbca,yzx\n", kind="pairs").json()["id"]
+    labels = upload(client, "input,label\nabc,x\nbca,y\n", kind="labels").json()["id"]
+    hp = {"architecture": "embedding_rnn", "epochs": 1}
+
+    def train(dataset: str, vocab: dict[str, list[str]]) -> Any:
+        body = {"model_name": "rows", "dataset": dataset, "vocab": vocab, "hyperparameters": hp}
+        return client.post("/train", json=body)
+
+    fits = train(labels, {"input": list("abc"), "labels": ["x", "y"]})
+    short_input = train(pairs, {"input": list("ab"), "output": list("xyz")})
+    short_labels = train(labels, {"input": list("abc"), "labels": ["x"]})
+    output_for_labels = train(labels, {"input": list("abc"), "output": list("xy")})
+
+    assert fits.status_code == 202, fits.text  # a labels dataset takes vocab.labels
+    assert [r.status_code for r in (short_input, short_labels, output_for_labels)] == [422] * 3
+    assert [r.json()["detail"][0]["loc"] for r in (short_input, short_labels)] == [
+        ["body", "vocab"]
+    ] * 2
+    assert short_input.json()["detail"][0]["msg"] == (
+        "input does not cover the dataset's characters 'c'"
+    )
+    assert short_labels.json()["detail"][0]["msg"] == (
+        "labels does not cover the dataset's labels ['y']"
+    )
+    assert output_for_labels.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert output_for_labels.json()["detail"][0]["msg"] == (
+        "dataset: a labels dataset; vocab: labeled pairs need vocab.labels, not vocab.output"
+    )
+
+
+def test_a_rule_that_needs_the_datasets_kind_is_a_422_naming_it(client: TestClient) -> None:
+    dataset = upload(client, FOX).json()["id"]
+    hp = {"epochs": 1, "bidirectional": True}
+
+    response = client.post(
+        "/train", json={"model_name": "fox", "dataset": dataset, "hyperparameters": hp}
+    )
+
+    assert response.status_code == 422  # was a 500: only the dataset says it is text
+    assert response.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert response.json()["detail"][0]["msg"].startswith(
+        "dataset: a text dataset; hyperparameters.bidirectional would let a text model read"
+    )
+
+
 def test_train_from_a_dataset_then_generate_and_delete_it(start_server: StartServer) -> None:
     server = start_server()
     dataset = upload(server.http, FOX).json()

@@ -416,14 +416,35 @@ def test_a_dataset_to_score_must_exist_and_fit_the_versions_task(jobs: Any) -> N
     pairs = server.http.post(
         "/datasets", content=b"input,target\nabc,cba\n", params={"kind": "pairs"}
     ).json()["id"]
+    # characters the version has never seen: the task is what is wrong, and said first
+    foreign_pairs = server.http.post(
+        "/datasets", content=b"input,target\nXYZ,ZYX\n", params={"kind": "pairs"}
+    ).json()["id"]
+    labels = server.http.post(
+        "/datasets", content=b"input,label\nabc,x\n", params={"kind": "labels"}
+    ).json()["id"]
+    text = server.http.post("/datasets", content=b"abcabcabc").json()["id"]
 
     unknown = evaluate(server.http, "words", 1, {"dataset": "0" * 32})
     wrong_task = evaluate(server.http, "words", 1, {"dataset": pairs})
+    wrong_tasks = [
+        evaluate(server.http, "words", 1, {"dataset": foreign_pairs}),
+        evaluate(server.http, "words", 1, {"dataset": labels}),
+        evaluate(server.http, "mirror", 1, {"dataset": text}),
+    ]
     with_data = evaluate(server.http, "words", 1, {"dataset": pairs, "data": {"text": "ab"}})
 
     assert unknown.status_code == 422
     assert "no dataset 00000000000000000000000000000000" in unknown.text
     assert wrong_task.status_code == 422
     assert "a pairs dataset; the version was trained on text data" in wrong_task.text
+    assert [(r.status_code, r.json()["detail"][0]["loc"]) for r in wrong_tasks] == [
+        (422, ["body", "dataset"])
+    ] * 3
+    assert [r.json()["detail"][0]["msg"] for r in wrong_tasks] == [
+        "dataset: a pairs dataset; the version was trained on text data: give a text dataset",
+        "dataset: a labels dataset; the version was trained on text data: give a text dataset",
+        "dataset: a text dataset; the version was trained on pairs data: give a pairs dataset",
+    ]
     assert with_data.status_code == 422
     assert "give either data" in with_data.text

@@ -41,6 +41,7 @@ from app.store.check import (
     repair_store,
     summary,
 )
+from app.store.datasets import DatasetUpload, dataset_dir
 from app.store.layout import StoreLayout, new_id
 from app.store.publish import describe_version, publish_checkpoint
 from app.store.registry import Registry, StoredVersion
@@ -481,3 +482,48 @@ def test_the_command_without_a_registry_exits_2_and_creates_none(
     assert result.exit_code == 2
     assert "no registry at" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def upload_dataset(registry: Registry, store_dir: Path, text: bytes) -> Path:
+    """A text dataset stored and registered as ``POST /datasets`` does; its directory."""
+    upload = DatasetUpload(Settings(store_dir=store_dir), "text", "text", None, 0)
+    try:
+        upload.write(text)
+        row, _ = upload.publish(registry)
+    finally:
+        upload.discard()
+    return dataset_dir(store_dir, row.id)
+
+
+def test_datasets_without_files_or_rows_are_found_then_repaired(
+    registry: Registry, layout: StoreLayout
+) -> None:
+    """A dataset row whose files are gone fails every job that trains on it; a directory
+    no row names (a crash between the rename and the row of an upload) holds disk space."""
+    intact = upload_dataset(registry, layout.root, b"hello world")
+    gone = upload_dataset(registry, layout.root, b"the files of this one vanish")
+    shutil.rmtree(gone)
+    orphan = dataset_dir(layout.root, new_id())
+    orphan.mkdir()
+    half_deleted = layout.root / "datasets" / f".deleted-{new_id()}"
+    half_deleted.mkdir()
+    (layout.root / "datasets" / "notes.txt").write_text("someone's notes")
+
+    report = check_store(registry, layout, min_age=0)
+
+    assert sorted(findings(report, layout.root)) == [
+        ("foreign", "datasets/notes.txt", ""),
+        ("missing", f"datasets/{gone.name}", ""),
+        ("orphan", f"datasets/{orphan.name}", ""),
+        ("staging", f"datasets/{half_deleted.name}", ""),
+    ]
+    done = repair_store(registry, layout, report)
+
+    assert f"deleted dataset {gone.name} from the registry: its files are missing" in done
+    assert check_store(registry, layout, min_age=0).clean
+    assert [p.name for p in (layout.root / "datasets").iterdir()] == [intact.name]
+    assert registry.find_dataset(intact.name) is not None
+    assert registry.find_dataset(gone.name) is None

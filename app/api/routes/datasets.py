@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app.api.auth import AdminAccess, ReadAccess
+from app.api.body_stream import body_chunks
 from app.api.deps import ServicesDep
 from app.api.errors import AUTH_RESPONSES, error_responses
 from app.schemas import DatasetList, DatasetPublic
@@ -68,7 +69,7 @@ def upload_format(kind: DatasetKind, fmt: DatasetFormat | None) -> DatasetFormat
                 "Location": {"description": "/datasets/{id}", "schema": {"type": "string"}}
             },
         },
-        **error_responses(400, 413, 415, 429, 507),
+        **error_responses(400, 408, 413, 415, 429, 507),
     },
 )
 async def upload_dataset(
@@ -90,6 +91,7 @@ async def upload_dataset(
     """Upload a dataset file as the body; the same file twice is the same dataset (200)."""
     fmt = upload_format(kind, format)
     refuse_multipart(request)
+    refuse_compressed(request)
     with services.dataset_uploads.slot():  # 429 before a byte of the body is read
         stored = await run_in_threadpool(services.registry.dataset_bytes)
         upload = await run_in_threadpool(DatasetUpload, services.settings, kind, fmt, name, stored)
@@ -116,12 +118,24 @@ def refuse_multipart(request: Request) -> None:
         )
 
 
+def refuse_compressed(request: Request) -> None:
+    """A gzip body would be stored, and refused as not UTF-8 at its first byte, or worse,
+    taken for text; nothing here decompresses (a small body could grow without bound)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"the body is sent with Content-Encoding {encoding}, which is not read: send "
+            "the file uncompressed",
+        )
+
+
 async def receive_body(request: Request, upload: DatasetUpload) -> None:
     """Stream the body into ``upload``, a megabyte at a time written by a thread."""
     pending: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, upload.settings.upload_idle_seconds):
             upload.reserve(len(chunk))  # 413 as soon as a limit is passed
             pending.append(chunk)
             size += len(chunk)
@@ -166,4 +180,4 @@ def get_dataset(dataset_id: DatasetPath, services: ServicesDep) -> DatasetPublic
 def delete_dataset(dataset_id: DatasetPath, services: ServicesDep) -> None:
     """Delete a dataset; 409 while a queued or running job trains on it."""
     services.registry.delete_dataset(dataset_id)
-    remove_dataset_files(services.settings.store_dir, dataset_id)
+    remove_dataset_files(services.settings.store_dir, dataset_id, services.registry)

@@ -148,7 +148,7 @@ IMPORT_FILES = {
     status_code=status.HTTP_201_CREATED,
     response_model=VersionPublic,
     dependencies=[AdminAccess],
-    responses=error_responses(400, 415, 429, 507),
+    responses=error_responses(400, 408, 415, 429, 507),
     openapi_extra=multipart_body("VersionImport", IMPORT_FILES),
 )
 async def import_version(name: NamePath, request: Request, services: ServicesDep) -> VersionPublic:
@@ -156,7 +156,7 @@ async def import_version(name: NamePath, request: Request, services: ServicesDep
     with services.imports.slot():  # 429 before a byte of the body is read
         upload = await run_in_threadpool(ImportUpload, services.layout, name, services.settings)
         try:
-            await receive_parts(request, upload.files)
+            await receive_parts(request, upload.files, services.settings.upload_idle_seconds)
             row = await run_in_threadpool(upload.publish, services.registry)
         finally:
             with anyio.CancelScope(shield=True):  # a client gone away leaves no files either
