@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Make sure the container test suite (tests/containers) has its engine and tools: Debian's
-# podman with the runc runtime and netavark networks (name resolution between containers),
+# podman with the runc runtime and netavark networks (name resolution between containers;
+# netavark sets up each network's NAT with iptables, which Debian only suggests),
 # debootstrap for the base images, and docker-compose (Compose v1) as the client of
 # podman's Docker-compatible API. Installs them with apt-get where they are missing and this
 # runs as root; otherwise fails clearly (the container tests never skip for want of them).
 set -euo pipefail
 
-PACKAGES=(podman runc netavark aardvark-dns debootstrap docker-compose tar)
-COMMANDS=(podman runc debootstrap docker-compose /usr/lib/podman/netavark)
+PACKAGES=(podman runc netavark aardvark-dns iptables debootstrap docker-compose tar)
+COMMANDS=(podman runc debootstrap docker-compose /usr/lib/podman/netavark iptables)
 
 missing() {
   local command
