@@ -126,3 +126,15 @@ def requests_sent(browser: WebDriver) -> list[tuple[str, dict[str, str]]]:
 def requested_urls(browser: WebDriver) -> list[str]:
     """Every URL the page asked for since the last call."""
     return [url for url, _ in requests_sent(browser)]
+
+
+@pytest.fixture(autouse=True)
+def no_page_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The browser is shared by a module's tests, each with a server of its own: a page
+    left open would keep reconnecting its event stream to a server gone, and log the
+    refusals as the next test's console errors."""
+    yield
+    if "browser" in request.fixturenames:
+        browser: WebDriver = request.getfixturevalue("browser")
+        browser.get("about:blank")
+        console_errors(browser)  # what the old page logged before it went

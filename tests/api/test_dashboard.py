@@ -16,7 +16,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.api.browser import chromium, console_errors, readme_picture, text_of
+from tests.api.browser import (
+    chromium,
+    console_errors,
+    no_page_outlives_its_test,  # noqa: F401 (autouse)
+    readme_picture,
+    text_of,
+)
 from tests.conftest import TestClient, long_body, long_text
 
 ADMIN_KEY = "admin-key-0123456789abcdef"

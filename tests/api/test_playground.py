@@ -19,7 +19,13 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.api.browser import chromium, console_errors, screenshot, text_of
+from tests.api.browser import (
+    chromium,
+    console_errors,
+    no_page_outlives_its_test,  # noqa: F401 (autouse)
+    screenshot,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

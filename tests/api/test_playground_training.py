@@ -17,7 +17,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.api.browser import chromium, console_errors, screenshot, text_of
+from tests.api.browser import (
+    chromium,
+    console_errors,
+    no_page_outlives_its_test,  # noqa: F401 (autouse)
+    screenshot,
+    text_of,
+)
 from tests.conftest import long_text
 
 TRAINING_SECONDS = 60.0
